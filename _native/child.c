@@ -1,0 +1,162 @@
+/* The child side of a spawn: execute the plan's steps, in order, without
+ * Python.  Everything here runs in a freshly cloned process (or a vfork'd
+ * one), so it only makes system calls: no malloc, no stdio, no locks. */
+#include "native.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <net/if.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/mount.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+void iso_report(int fd, int kind, int step, int err, int value)
+{
+    struct iso_report rec = { kind, step, err, value };
+    ssize_t n;
+    do {
+        n = write(fd, &rec, sizeof rec);
+    } while (n < 0 && errno == EINTR);
+}
+
+static int do_setattr(const struct iso_step *s)
+{
+    struct mount_attr attr = { .attr_set = s->num };
+    unsigned int flags = s->num2 ? AT_RECURSIVE : 0;
+    return (int)syscall(SYS_mount_setattr, AT_FDCWD, s->b, flags, &attr, sizeof attr);
+}
+
+static int do_mkfile(const struct iso_step *s)
+{
+    int fd = open(s->b, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, (mode_t)s->num);
+    if (fd < 0)
+        return errno == EEXIST ? 0 : -1;
+    close(fd);
+    return 0;
+}
+
+static int do_pivot(const struct iso_step *s)
+{
+    /* pivot_root(".", ".") stacks the old root under the new one; detaching
+     * "." then drops the old root without needing a directory for it. */
+    if (chdir(s->b) < 0)
+        return -1;
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        return -1;
+    if (umount2(".", MNT_DETACH) < 0)
+        return -1;
+    return chdir("/");
+}
+
+static int do_loopback_up(void)
+{
+    struct ifreq ifr;
+    int rc = -1, sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0)
+        return -1;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        rc = ioctl(sock, SIOCSIFFLAGS, &ifr);
+    }
+    int saved = errno;
+    close(sock);
+    errno = saved;
+    return rc;
+}
+
+static int do_cloexec_all(void)
+{
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+        return 0;
+    if (errno != ENOSYS && errno != EINVAL)
+        return -1;
+    /* Kernels before 5.11: walk the descriptor table by hand. */
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = 3; fd < max; fd++)
+        fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    return 0;
+}
+
+static int do_reset_signals(void)
+{
+    struct sigaction dfl;
+    sigset_t none;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL);   /* fails harmlessly for KILL/STOP and gaps */
+    sigemptyset(&none);
+    return sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static int do_exec(const struct iso_plan *plan)
+{
+    /* Like execvp: go on past ENOENT-like errors, remember EACCES. */
+    int seen_eacces = 0;
+    for (char *const *path = plan->exec_paths; *path; path++) {
+        execve(*path, plan->argv, plan->envp);
+        if (errno == EACCES)
+            seen_eacces = 1;
+        else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP)
+            return -1;
+    }
+    errno = seen_eacces ? EACCES : ENOENT;
+    return -1;
+}
+
+/* Execute one step; returns 0, or -1 with errno set. */
+static int run_step(const struct iso_plan *plan, const struct iso_step *s)
+{
+    switch (s->op) {
+    case ISO_OP_MOUNT:       return mount(s->a, s->b, s->c, s->num, s->d);
+    case ISO_OP_SETATTR:     return do_setattr(s);
+    case ISO_OP_MKDIR:       return (mkdir(s->b, (mode_t)s->num) < 0 && errno != EEXIST) ? -1 : 0;
+    case ISO_OP_MKFILE:      return do_mkfile(s);
+    case ISO_OP_SYMLINK:     return symlink(s->a, s->b);
+    case ISO_OP_PIVOT:       return do_pivot(s);
+    case ISO_OP_SETHOSTNAME: return sethostname(s->a, strlen(s->a));
+    case ISO_OP_LOOPBACK_UP: return do_loopback_up();
+    case ISO_OP_SETSID:      return setsid() < 0 ? -1 : 0;
+    case ISO_OP_SETGROUPS:   return setgroups(0, NULL);
+    case ISO_OP_SETGID:      return setresgid((gid_t)s->num, (gid_t)s->num, (gid_t)s->num);
+    case ISO_OP_SETUID:      return setresuid((uid_t)s->num, (uid_t)s->num, (uid_t)s->num);
+    case ISO_OP_PDEATHSIG:   return prctl(PR_SET_PDEATHSIG, s->num, 0, 0, 0);
+    case ISO_OP_CHDIR:       return chdir(s->b);
+    case ISO_OP_DUP2:        return dup2((int)s->num, (int)s->num2) < 0 ? -1 : 0;
+    case ISO_OP_CLOEXEC_ALL: return do_cloexec_all();
+    case ISO_OP_KEEP_FD:     return fcntl((int)s->num, F_SETFD, 0);
+    case ISO_OP_RESET_SIGNALS: return do_reset_signals();
+    case ISO_OP_EXEC:        return do_exec(plan);
+    }
+    errno = EINVAL;
+    return -1;
+}
+
+void iso_run_steps(const struct iso_plan *plan, int first, int report_fd)
+{
+    for (int i = first; i < plan->nsteps; i++) {
+        const struct iso_step *s = &plan->steps[i];
+        if (s->op == ISO_OP_FORK_WORKLOAD)
+            iso_init_main(plan, i + 1, report_fd);
+        if (run_step(plan, s) < 0) {
+            iso_report(report_fd, ISO_REPORT_ERROR, i, errno, 0);
+            return;
+        }
+    }
+    /* A plan always ends in ISO_OP_EXEC, which only returns on failure. */
+    iso_report(report_fd, ISO_REPORT_ERROR, plan->nsteps, EINVAL, 0);
+}

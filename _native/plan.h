@@ -1,0 +1,91 @@
+/* The plan: what the parent builds in Python and the cloned child executes
+ * in C.  This header is read twice: by the C compiler and by cffi's cdef
+ * parser, so it holds only plain declarations (no #include, no macros other
+ * than integer constants). */
+
+/* Operations a step can perform.  Arguments live in struct iso_step's
+ * a/b/c/d (strings) and num/num2 (integers); each op documents its use. */
+enum iso_op {
+    ISO_OP_MOUNT = 1,      /* mount(a, b, c, num, d) */
+    ISO_OP_SETATTR,        /* mount_setattr(b, AT_RECURSIVE if num2, attr_set=num) */
+    ISO_OP_MKDIR,          /* mkdir(b, num); EEXIST is fine */
+    ISO_OP_MKFILE,         /* create an empty file b (mode num); EEXIST is fine */
+    ISO_OP_SYMLINK,        /* symlink(a, b) */
+    ISO_OP_PIVOT,          /* chdir(b); pivot_root(".", "."); umount2(".", MNT_DETACH); chdir("/") */
+    ISO_OP_SETHOSTNAME,    /* sethostname(a) */
+    ISO_OP_LOOPBACK_UP,    /* bring interface "lo" up */
+    ISO_OP_FORK_WORKLOAD,  /* become PID 1 init: fork the workload, which runs the later steps */
+    ISO_OP_SETSID,         /* setsid() */
+    ISO_OP_SETGROUPS,      /* setgroups(0, NULL) */
+    ISO_OP_SETGID,         /* setresgid(num, num, num) */
+    ISO_OP_SETUID,         /* setresuid(num, num, num) */
+    ISO_OP_PDEATHSIG,      /* prctl(PR_SET_PDEATHSIG, num) */
+    ISO_OP_CHDIR,          /* chdir(b) */
+    ISO_OP_DUP2,           /* dup2(num, num2) */
+    ISO_OP_CLOEXEC_ALL,    /* mark every fd >= 3 close-on-exec */
+    ISO_OP_KEEP_FD,        /* clear close-on-exec on fd num */
+    ISO_OP_RESET_SIGNALS,  /* every signal to SIG_DFL, empty mask */
+    ISO_OP_EXEC,           /* execve the first of plan->exec_paths that works */
+};
+
+/* Kinds of records the child sends on the report pipe. */
+enum iso_report_kind {
+    ISO_REPORT_ERROR = 1,  /* step failed: step index, errno */
+    ISO_REPORT_EXECED,     /* init mode: the workload was exec'd */
+    ISO_REPORT_EXIT,       /* init mode: the workload ended, value = wait status */
+};
+
+struct iso_step {
+    int op;
+    const char *a;
+    const char *b;
+    const char *c;
+    const char *d;
+    unsigned long num;
+    unsigned long num2;
+};
+
+struct iso_report {
+    int kind;
+    int step;
+    int err;
+    int value;
+};
+
+struct iso_plan {
+    unsigned long long clone_flags;  /* CLONE_NEW* flags */
+    int die_with_parent;             /* PR_SET_PDEATHSIG(SIGKILL) in the child */
+    const struct iso_step *steps;
+    int nsteps;
+    /* Written by the parent into /proc/PID/... before the child goes on;
+     * NULL to skip.  setgroups is written first. */
+    const char *setgroups;
+    const char *uid_map;
+    const char *gid_map;
+    /* For ISO_OP_EXEC: candidate paths (NULL-terminated), argv and envp. */
+    char *const *exec_paths;
+    char *const *argv;
+    char *const *envp;
+};
+
+/* What iso_spawn hands back.  On failure, `err` is the errno and `step`
+ * the index of the failed step, or one of the ISO_STEP_* values below. */
+struct iso_result {
+    int pid;
+    int pidfd;
+    int report_fd;   /* read end of the report pipe, or -1 */
+    int step;
+    int err;
+};
+
+#define ISO_STEP_CLONE -1
+#define ISO_STEP_SETGROUPS -2
+#define ISO_STEP_UID_MAP -3
+#define ISO_STEP_GID_MAP -4
+#define ISO_STEP_SYNC -5
+#define ISO_STEP_PIPE -6
+
+/* Spawn the container described by plan.  Returns 0 with pid, pidfd and
+ * report_fd set once the workload has been exec'd, or -1 with step/err set
+ * (the child, if any, has been reaped and every fd closed). */
+int iso_spawn(const struct iso_plan *plan, struct iso_result *res);

@@ -1,0 +1,23 @@
+/* System calls without a glibc wrapper on every supported distribution. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "syscalls.h"
+
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/mount.h>
+
+int iso_pivot_root(const char *new_root, const char *put_old)
+{
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+
+int iso_mount_setattr(const char *path, unsigned int attr_set,
+                      unsigned int attr_clr, int recursive)
+{
+    struct mount_attr attr = { .attr_set = attr_set, .attr_clr = attr_clr };
+    return (int)syscall(SYS_mount_setattr, AT_FDCWD, path,
+                        recursive ? AT_RECURSIVE : 0, &attr, sizeof attr);
+}

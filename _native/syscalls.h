@@ -1,0 +1,10 @@
+/* Thin wrappers for system calls that glibc lacks or names differently.
+ * Each returns what the kernel returned (-1 with errno on failure). */
+#ifndef ISOLATE_SYSCALLS_H
+#define ISOLATE_SYSCALLS_H
+
+int iso_pivot_root(const char *new_root, const char *put_old);
+int iso_mount_setattr(const char *path, unsigned int attr_set,
+                      unsigned int attr_clr, int recursive);
+
+#endif

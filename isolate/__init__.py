@@ -1,0 +1,25 @@
+"""isolate: run commands in Linux containers, from Python.
+
+    >>> import isolate
+    >>> isolate.run(["hostname"], capture_output=True, hostname="box").stdout
+    b'box\\n'
+
+See docs/api.md for the whole public API.
+"""
+from .config import Config
+from .container import CompletedProcess, Container, run
+from .errors import (CalledProcessError, ConfigError, ExecutableNotFound, IsolateError,
+                     SpawnError, TimeoutExpired, UserNamespaceError)
+from .mounts import Bind, Tmpfs
+from .namespace import ALL as ALL_NAMESPACES
+from .process import Process
+from ._stdio import DEVNULL, PIPE, STDOUT
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_NAMESPACES", "Bind", "CalledProcessError", "CompletedProcess", "Config",
+    "ConfigError", "Container", "DEVNULL", "ExecutableNotFound", "IsolateError",
+    "PIPE", "Process", "STDOUT", "SpawnError", "TimeoutExpired", "Tmpfs",
+    "UserNamespaceError", "run",
+]

@@ -1,0 +1,140 @@
+"""Compile a Config, an argv and the child's stdio into a Plan.
+
+This is the one place that decides what the child will do, in what order:
+namespace flags and id maps for the parent, then the rootfs steps, then (in
+the workload) session, credentials, cwd, descriptors, signals and exec.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Sequence
+
+from . import _rootfs
+from ._native import lib
+from ._plan import Plan
+from .config import Config
+from .errors import ConfigError, ExecutableNotFound
+from .mounts import Bind
+from .namespace import clone_flags
+
+
+def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> Plan:
+    """The plan for running argv; stdio holds the child's fds for 0, 1, 2 (-1: inherit)."""
+    plan = Plan(clone_flags=clone_flags(config.namespaces), die_with_parent=config.die_with_parent)
+    _add_id_maps(plan, config)
+    _check_cwd(config)
+    if config.has("mount"):
+        _check_mount_targets(config)
+        _rootfs.add_rootfs_steps(plan, config)
+    if config.has("uts"):
+        name = config.effective_hostname
+        plan.add(lib.ISO_OP_SETHOSTNAME, f"sethostname({name!r})", a=name)
+    if config.has("net"):
+        plan.add(lib.ISO_OP_LOOPBACK_UP, "bring up the loopback interface 'lo'")
+    if config.has("pid") and config.init:
+        plan.add(lib.ISO_OP_FORK_WORKLOAD, "start the workload under the container's init")
+    _add_workload_steps(plan, config, stdio)
+    _add_exec(plan, config, argv)
+    return plan
+
+
+def uses_init(config: Config) -> bool:
+    """Whether PID 1 is isolate's init (and the workload its child)."""
+    return config.has("pid") and config.init
+
+
+def _add_id_maps(plan: Plan, config: Config) -> None:
+    if not config.has("user"):
+        return
+    uid_map = config.uid_map or ((config.user, os.geteuid(), 1),)
+    gid_map = config.gid_map or ((config.group, os.getegid(), 1),)
+    plan.uid_map = "".join(f"{a} {b} {c}\n" for a, b, c in uid_map)
+    plan.gid_map = "".join(f"{a} {b} {c}\n" for a, b, c in gid_map)
+    if os.geteuid() != 0:
+        # An unprivileged writer may map its own gid only after giving up
+        # setgroups(2) for the namespace (user_namespaces(7)).
+        plan.setgroups = "deny"
+
+
+def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> None:
+    if config.new_session:
+        plan.add(lib.ISO_OP_SETSID, "setsid()")
+    if plan.setgroups != "deny":
+        plan.add(lib.ISO_OP_SETGROUPS, "setgroups([])")
+    plan.add(lib.ISO_OP_SETGID, f"setresgid({config.group})", num=config.group)
+    plan.add(lib.ISO_OP_SETUID, f"setresuid({config.user})", num=config.user)
+    if config.die_with_parent and not uses_init(config):
+        # A change of credentials clears the parent-death signal: set it again.
+        plan.add(lib.ISO_OP_PDEATHSIG, "prctl(PR_SET_PDEATHSIG, SIGKILL)", num=9)
+    plan.add(lib.ISO_OP_CHDIR, f"chdir({config.cwd!r})", b=config.cwd)
+    for target, fd in enumerate(stdio):
+        if fd >= 0 and fd != target:
+            plan.add(lib.ISO_OP_DUP2, f"dup2({fd}, {target})", num=fd, num2=target)
+    plan.add(lib.ISO_OP_CLOEXEC_ALL, "close_range(3, ~0, CLOSE_RANGE_CLOEXEC)")
+    for fd in config.pass_fds:
+        plan.add(lib.ISO_OP_KEEP_FD, f"keep fd {fd} open", num=fd)
+    plan.add(lib.ISO_OP_RESET_SIGNALS, "reset signal dispositions and mask")
+
+
+def _add_exec(plan: Plan, config: Config, argv: Sequence[bytes]) -> None:
+    name = os.fsdecode(argv[0])
+    plan.exec_paths = candidates(name, config.env.get("PATH", ""))
+    plan.argv = list(argv)
+    plan.envp = [os.fsencode(f"{k}={v}") for k, v in config.env.items()]
+    _check_executable(config, name, plan.exec_paths)
+    plan.add(lib.ISO_OP_EXEC, f"exec {name!r}")
+
+
+def candidates(name: str, search_path: str) -> list[str]:
+    """Where exec looks for `name`, like execvp(3) on the container's PATH."""
+    if "/" in name:
+        return [name]
+    dirs = [d for d in search_path.split(":") if d.startswith("/")]
+    return [posixpath.join(d, name) for d in dirs] or [name]
+
+
+def _check_executable(config: Config, name: str, paths: list[str]) -> None:
+    """Fail before clone when the host root plainly lacks the executable.
+
+    Only for the host's own root, and only when no path could be covered by
+    a mount of the container (those are checked by exec in the child)."""
+    if config.rootfs is not None or not config.has("mount") or not name:
+        return
+    covered = _rootfs.mount_targets(config)
+    resolved = [p if p.startswith("/") else posixpath.join(config.cwd, p) for p in paths]
+    if any(_under(p, covered) for p in resolved):
+        return
+    if not any(os.path.isfile(p) for p in resolved):
+        raise ExecutableNotFound(name, tuple(resolved))
+
+
+def _under(path: str, targets: list[str]) -> bool:
+    return any(path == t or path.startswith(t + "/") for t in targets)
+
+
+def _check_mount_targets(config: Config) -> None:
+    """A mount target in a read-only root must exist, or mkdir would fail."""
+    if not config.rootfs_readonly:
+        return
+    root = config.rootfs or "/"
+    covered = _rootfs.mount_targets(config)
+    for index, mount in enumerate(config.mounts):
+        parent_covered = _under(mount.target, [t for t in covered if t != mount.target])
+        if parent_covered:
+            continue
+        host_path = os.path.join(root, mount.target.lstrip("/"))
+        want_dir = not isinstance(mount, Bind) or mount.is_dir
+        if not (os.path.isdir(host_path) if want_dir else os.path.exists(host_path)):
+            raise ConfigError(f"mounts[{index}].target",
+                              f"{mount.target} does not exist in the read-only root "
+                              f"(create it, mount under /tmp, or set rootfs_readonly=False)")
+
+
+def _check_cwd(config: Config) -> None:
+    """A cwd that plainly does not exist fails here rather than in chdir."""
+    if config.has("mount") and _under(config.cwd, _rootfs.mount_targets(config)):
+        return   # inside a fresh mount: only the child can tell
+    root = (config.rootfs or "/") if config.has("mount") else "/"
+    if not os.path.isdir(os.path.join(root, config.cwd.lstrip("/"))):
+        raise ConfigError("cwd", f"{config.cwd} is not a directory in the container")

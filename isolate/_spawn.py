@@ -1,0 +1,69 @@
+"""Call the C executor and turn its result into fds or an exception."""
+from __future__ import annotations
+
+import errno
+import os
+
+import attrs
+
+from ._native import ffi, lib
+from ._plan import NativePlan, Plan
+from .errors import ExecutableNotFound, SpawnError, UserNamespaceError
+
+
+@attrs.frozen
+class Spawned:
+    """A running container: its init's pid, a pidfd, the report pipe."""
+
+    pid: int
+    pidfd: int
+    report_fd: int
+
+
+def spawn(plan: Plan) -> Spawned:
+    """Clone and run `plan`; returns once the workload has been exec'd."""
+    native = NativePlan(plan)
+    result = ffi.new("struct iso_result *")
+    if lib.iso_spawn(native.struct, result) < 0:
+        raise _error(plan, result.step, result.err)
+    return Spawned(result.pid, result.pidfd, result.report_fd)
+
+
+def _error(plan: Plan, step: int, err: int) -> SpawnError:
+    what = plan.describe(step)
+    if 0 <= step < len(plan.steps) and plan.steps[step].op == lib.ISO_OP_EXEC and err == errno.ENOENT:
+        return ExecutableNotFound(os.fsdecode(plan.argv[0]), tuple(plan.exec_paths))
+    hint = _userns_hint(plan, step, err)
+    if hint:
+        return UserNamespaceError(err, what, hint)
+    return SpawnError(err, what)
+
+
+def _userns_hint(plan: Plan, step: int, err: int) -> str:
+    """Why the host refused a user namespace, and how to allow it, if it did."""
+    if plan.uid_map is None or os.geteuid() == 0 or err not in (errno.EPERM, errno.EACCES, errno.ENOSPC, errno.EUSERS):
+        return ""
+    knobs = [
+        ("/proc/sys/kernel/unprivileged_userns_clone", "0",
+         "unprivileged user namespaces are disabled: sysctl -w kernel.unprivileged_userns_clone=1"),
+        ("/proc/sys/user/max_user_namespaces", "0",
+         "user.max_user_namespaces is 0: sysctl -w user.max_user_namespaces=15000"),
+        ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1",
+         "AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+): "
+         "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or give the "
+         "Python interpreter an AppArmor profile with the 'userns,' rule"),
+    ]
+    for path, bad, hint in knobs:
+        if _read(path) == bad:
+            return hint
+    if step == lib.ISO_STEP_CLONE and err in (errno.ENOSPC, errno.EUSERS):
+        return "the limit of user namespaces was reached (user.max_user_namespaces)"
+    return ""
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None

@@ -1,0 +1,235 @@
+"""The ``isolate`` command line: ``isolate run [options] -- CMD [ARG...]``.
+
+Exit status, as docker and podman do it:
+
+* the workload's exit status, or 128+N when a signal N killed it;
+* 125 when isolate itself fails: a usage error, a bad configuration
+  (:class:`isolate.ConfigError`) or a failed container setup
+  (:class:`isolate.SpawnError`); one line on stderr says why;
+* 127 when the command does not exist in the container
+  (:class:`isolate.ExecutableNotFound`).
+
+Signals that ask a command to stop or reload (SIGHUP, SIGINT, SIGQUIT, SIGTERM,
+SIGUSR1, SIGUSR2) are forwarded to the container, whose init passes them on to
+the workload: ``Ctrl-C`` and ``kill`` reach the workload although it runs in
+its own session.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+from typing import Any, Iterator, NoReturn, Optional, Sequence
+
+EXIT_RUNTIME_ERROR = 125
+EXIT_NOT_FOUND = 127
+NAMESPACES = ("user", "mount", "pid", "uts", "ipc", "net", "cgroup", "time")
+FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
+                     signal.SIGUSR1, signal.SIGUSR2)
+PROG = "isolate"
+
+
+class UsageError(Exception):
+    """Bad command-line usage; the message is shown after the usage line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors exit 125, keeping 1-124 for the workload."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_RUNTIME_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _mount_spec(kind: str) -> Any:
+    """An argparse type turning ``SRC:DST`` (or ``PATH``) into ``(kind, src, dst)``."""
+
+    def parse(value: str) -> tuple[str, str, str]:
+        src, sep, dst = value.partition(":")
+        if not src or (sep and not dst):
+            raise argparse.ArgumentTypeError(f"expected SRC:DST, got {value!r}")
+        return (kind, src, dst if sep else src)
+
+    parse.__name__ = f"{kind} mount"
+    return parse
+
+
+def _tmpfs_spec(value: str) -> tuple[str, str, str]:
+    """An argparse type turning ``DST`` into ``("tmpfs", "", DST)``."""
+    if not value:
+        raise argparse.ArgumentTypeError("expected a target path")
+    return ("tmpfs", "", value)
+
+
+def _env_item(value: str) -> tuple[str, str]:
+    """An argparse type turning ``KEY=VALUE`` into ``(KEY, VALUE)``."""
+    key, sep, val = value.partition("=")
+    if not key or not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    return (key, val)
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    """The options of ``isolate run`` (docs/api.md, "Command line")."""
+    opt = run.add_argument
+    opt("--hostname", metavar="NAME", help="hostname inside (default: isolate)")
+    opt("--rootfs", metavar="DIR", help="use DIR as the root (default: the host's /, read-only)")
+    opt("--rw-rootfs", action="store_true", help="make the root filesystem writable")
+    opt("--bind", dest="mounts", action="append", type=_mount_spec("bind"),
+        metavar="SRC:DST", help="bind SRC read-only at DST (repeatable)")
+    opt("--bind-rw", dest="mounts", action="append", type=_mount_spec("bind-rw"),
+        metavar="SRC:DST", help="bind SRC read-write at DST (repeatable)")
+    opt("--tmpfs", dest="mounts", action="append", type=_tmpfs_spec,
+        metavar="DST", help="mount a fresh tmpfs at DST (repeatable)")
+    opt("--share", action="append", choices=NAMESPACES, default=[], metavar="NS",
+        help=f"do not create namespace NS, one of: {', '.join(NAMESPACES)} (repeatable)")
+    opt("--env", action="append", type=_env_item, default=[], metavar="KEY=VALUE",
+        help="set an environment variable (repeatable; the environment is clean otherwise)")
+    opt("--inherit-env", action="store_true", help="start from this environment, not a clean one")
+    opt("--cwd", metavar="DIR", help="working directory inside (default: /)")
+    opt("--uid", type=int, metavar="N", help="user id inside (default: 0)")
+    opt("--gid", type=int, metavar="N", help="group id inside (default: 0)")
+    opt("--no-init", action="store_true",
+        help="run the command itself as PID 1, without the reaping init")
+    opt("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
+        help="the command to run and its arguments")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The ``isolate`` argument parser and its ``run`` subcommand's parser."""
+    parser = _Parser(prog=PROG, description="Run commands in isolated Linux containers.")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    run = sub.add_parser("run", help="run a command in a new container",
+                         description="Run CMD in a new container and exit with its status.")
+    _add_run_options(run)
+    return parser, run
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse the command line; usage errors exit 125 with a message."""
+    parser, run = build_parser()
+    args = parser.parse_args(argv)
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        run.error("missing command (isolate run [options] -- CMD [ARG...])")
+    args.command = command
+    return args
+
+
+def default_namespaces() -> tuple[str, ...]:
+    """The namespaces isolate creates by default."""
+    import isolate
+
+    try:
+        return tuple(isolate.Config().namespaces)
+    except Exception:  # Config not usable: the documented default
+        return NAMESPACES
+
+
+def make_mounts(specs: Sequence[tuple[str, str, str]]) -> list[Any]:
+    """Turn ``(kind, src, dst)`` specs into isolate mount objects, in order."""
+    import isolate
+
+    mounts: list[Any] = []
+    for kind, src, dst in specs:
+        if kind == "tmpfs":
+            mounts.append(isolate.Tmpfs(dst))
+        else:
+            mounts.append(isolate.Bind(src, dst, readonly=(kind == "bind")))
+    return mounts
+
+
+def make_env(items: Sequence[tuple[str, str]], inherit: bool) -> Optional[dict[str, str]]:
+    """The workload's environment, or None for isolate's clean default."""
+    if not items and not inherit:
+        return None
+    env = dict(os.environ) if inherit else {}
+    env.update(items)
+    return env
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Map parsed options to isolate config keywords (only those given)."""
+    config: dict[str, Any] = {}
+    simple = {"hostname": "hostname", "rootfs": "rootfs", "cwd": "cwd",
+              "uid": "user", "gid": "group"}
+    for option, keyword in simple.items():
+        if getattr(args, option) is not None:
+            config[keyword] = getattr(args, option)
+    if args.rw_rootfs:
+        config["rootfs_readonly"] = False
+    if args.no_init:
+        config["init"] = False
+    if args.mounts:
+        config["mounts"] = make_mounts(args.mounts)
+    if args.share:
+        config["namespaces"] = tuple(n for n in default_namespaces() if n not in args.share)
+    env = make_env(args.env, args.inherit_env)
+    if env is not None:
+        config["env"] = env
+    return config
+
+
+def exit_status(returncode: int) -> int:
+    """A shell-style exit status: 128+N for death by signal N (returncode -N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+@contextlib.contextmanager
+def forwarding_signals(process: Any) -> Iterator[None]:
+    """While active, pass SIGINT, SIGTERM etc. on to the container's process."""
+
+    def forward(signum: int, _frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError, OSError):
+            process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_container(command: list[str], config: dict[str, Any]) -> int:
+    """Run the container to its end with inherited stdio; return its returncode."""
+    import isolate
+
+    with isolate.Container(command, **config) as container:
+        with forwarding_signals(container.process):
+            return container.wait()
+
+
+def error(message: object) -> None:
+    """Print a one-line error on stderr."""
+    text = " ".join(str(message).split())
+    print(f"{PROG}: {text}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``isolate run``: returns the exit status for the calling shell."""
+    import isolate
+
+    try:
+        returncode = run_container(args.command, config_from_args(args))
+    except isolate.ExecutableNotFound as e:
+        error(e)
+        return EXIT_NOT_FOUND
+    except isolate.IsolateError as e:  # ConfigError, SpawnError and the rest
+        error(e)
+        return EXIT_RUNTIME_ERROR
+    return exit_status(returncode)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``isolate`` console script and ``python -m isolate``."""
+    args = parse_args(argv)
+    try:
+        return cmd_run(args)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT

@@ -1,0 +1,163 @@
+"""Config: everything that describes a container, validated once.
+
+A Config is a frozen attrs class.  Every field is checked (and converted)
+when the Config is built, and a bad value raises ConfigError naming the
+field, so nothing half-done ever has to be undone.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from . import namespace
+from .errors import ConfigError
+from .mounts import Bind, Tmpfs
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_HOSTNAME = "isolate"
+_MAX_ID = 2**32 - 2   # (uid_t)-1 means "no change" to the kernel
+
+
+def _namespaces(value: Iterable[str]) -> frozenset[str]:
+    return namespace.parse_kinds(value)
+
+
+def _hostname(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value.encode()) <= 64:
+        raise ConfigError("hostname", f"expected 1 to 64 bytes of text, got {value!r}")
+    if "\0" in value or "/" in value or any(c.isspace() for c in value):
+        raise ConfigError("hostname", f"{value!r} contains a NUL, '/' or whitespace")
+    return value
+
+
+def _rootfs(value: str | os.PathLike | None) -> str | None:
+    if value is None:
+        return None
+    path = os.path.abspath(os.fsdecode(value))
+    if not os.path.isdir(path):
+        raise ConfigError("rootfs", f"{path} is not a directory")
+    return path
+
+
+def _mounts(value: Iterable[Bind | Tmpfs]) -> tuple[Bind | Tmpfs, ...]:
+    mounts = tuple(value)
+    for index, mount in enumerate(mounts):
+        if not isinstance(mount, (Bind, Tmpfs)):
+            raise ConfigError(f"mounts[{index}]", f"expected isolate.Bind or isolate.Tmpfs, got {mount!r}")
+    return mounts
+
+
+def _env(value: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(value or {})
+    for key, val in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ConfigError("env", f"invalid variable name {key!r}")
+        if not isinstance(val, str) or "\0" in val:
+            raise ConfigError("env", f"value of {key} must be text without NUL, got {val!r}")
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
+
+
+def _cwd(value: str | os.PathLike) -> str:
+    path = os.fsdecode(value)
+    if not path.startswith("/") or "\0" in path:
+        raise ConfigError("cwd", f"{path!r} must be an absolute path inside the container")
+    return path
+
+
+def _id(field: str):
+    def convert(value: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_ID:
+            raise ConfigError(field, f"expected an id from 0 to {_MAX_ID}, got {value!r}")
+        return value
+    return convert
+
+
+def _id_map(field: str):
+    def convert(value: Iterable[tuple[int, int, int]] | None) -> tuple[tuple[int, int, int], ...] | None:
+        if value is None:
+            return None
+        try:
+            ranges = tuple((int(inside), int(outside), int(count)) for inside, outside, count in value)
+        except (TypeError, ValueError):
+            raise ConfigError(field, f"expected (inside, outside, count) triples, got {value!r}") from None
+        if not ranges or any(min(r) < 0 or r[2] == 0 for r in ranges):
+            raise ConfigError(field, f"expected non-empty ranges of non-negative ids, got {value!r}")
+        return ranges
+    return convert
+
+
+def _pass_fds(value: Iterable[int]) -> tuple[int, ...]:
+    fds = tuple(sorted(set(value)))
+    for fd in fds:
+        if isinstance(fd, bool) or not isinstance(fd, int) or fd < 3:
+            raise ConfigError("pass_fds", f"expected descriptors >= 3, got {fd!r}")
+    return fds
+
+
+@attrs.frozen
+class Config:
+    """How to build a container.  See docs/api.md for every field."""
+
+    namespaces: frozenset[str] = attrs.field(default=namespace.ALL, converter=_namespaces)
+    hostname: str | None = attrs.field(default=None, converter=_hostname)
+    rootfs: str | None = attrs.field(default=None, converter=_rootfs)
+    rootfs_readonly: bool = attrs.field(default=True, converter=bool)
+    mounts: tuple[Bind | Tmpfs, ...] = attrs.field(default=(), converter=_mounts)
+    env: dict[str, str] = attrs.field(factory=dict, converter=_env)
+    cwd: str = attrs.field(default="/", converter=_cwd)
+    user: int = attrs.field(default=0, converter=_id("user"))
+    group: int = attrs.field(default=0, converter=_id("group"))
+    uid_map: tuple[tuple[int, int, int], ...] | None = attrs.field(default=None, converter=_id_map("uid_map"))
+    gid_map: tuple[tuple[int, int, int], ...] | None = attrs.field(default=None, converter=_id_map("gid_map"))
+    init: bool = attrs.field(default=True, converter=bool)
+    new_session: bool = attrs.field(default=True, converter=bool)
+    die_with_parent: bool = attrs.field(default=True, converter=bool)
+    pass_fds: tuple[int, ...] = attrs.field(default=(), converter=_pass_fds)
+
+    def __attrs_post_init__(self) -> None:
+        _check_combinations(self)
+
+    def has(self, kind: str) -> bool:
+        """Whether the container gets a new namespace of this kind."""
+        return kind in self.namespaces
+
+    @property
+    def effective_hostname(self) -> str | None:
+        """The hostname to set, or None when the UTS namespace is shared."""
+        if not self.has("uts"):
+            return None
+        return self.hostname or DEFAULT_HOSTNAME
+
+
+def _check_combinations(config: Config) -> None:
+    """Fields that are valid alone but not together."""
+    if config.hostname is not None and not config.has("uts"):
+        raise ConfigError("hostname", "setting a hostname needs the 'uts' namespace")
+    if not config.has("mount"):
+        if config.rootfs is not None or config.mounts:
+            field = "rootfs" if config.rootfs is not None else "mounts"
+            raise ConfigError(field, "needs the 'mount' namespace")
+    if (config.uid_map or config.gid_map) and not config.has("user"):
+        raise ConfigError("uid_map", "id maps need the 'user' namespace")
+    targets = [m.target for m in config.mounts]
+    if len(set(targets)) != len(targets):
+        dup = next(t for t in targets if targets.count(t) > 1)
+        raise ConfigError("mounts", f"two mounts target {dup}")
+
+
+def make_config(config: Config | None, overrides: dict) -> Config:
+    """The Config for run()/Container(): `config`, or one built from keywords."""
+    if config is None:
+        try:
+            return Config(**overrides)
+        except TypeError as exc:
+            raise ConfigError("config", str(exc)) from None
+    if overrides:
+        return attrs.evolve(config, **overrides)
+    return config
+

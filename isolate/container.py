@@ -1,0 +1,157 @@
+"""Container and run(): the objects most users hold.
+
+    with isolate.Container(["sleep", "60"]) as c:
+        c.process.terminate()
+        c.wait(timeout=5)
+
+    r = isolate.run(["hostname"], capture_output=True, hostname="box")
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from ._compile import compile_plan, uses_init
+from ._spawn import spawn
+from ._stdio import PIPE, open_stdio
+from .config import Config, make_config
+from .errors import CalledProcessError, ConfigError, TimeoutExpired
+from .process import Process
+
+
+class CompletedProcess(subprocess.CompletedProcess):
+    """What run() returns: args, returncode, stdout, stderr."""
+
+
+def _argv(args: Sequence[str | bytes | os.PathLike]) -> list[bytes]:
+    if isinstance(args, (str, bytes)):
+        raise ConfigError("args", f"expected a sequence of arguments, got the string {args!r}")
+    try:
+        argv = [os.fsencode(arg) for arg in args]
+    except TypeError as exc:
+        raise ConfigError("args", f"arguments must be str, bytes or paths: {exc}") from None
+    if not argv or not argv[0]:
+        raise ConfigError("args", "the command is empty")
+    if any(b"\0" in arg for arg in argv):
+        raise ConfigError("args", "an argument contains a NUL byte")
+    return argv
+
+
+class Container:
+    """A command running in its own namespaces, root filesystem and PID 1.
+
+    Keywords are those of isolate.Config (or pass `config=`), plus the
+    stdin/stdout/stderr choices of subprocess.  The container starts on
+    start() or on entering a `with` block; leaving the block kills whatever
+    still runs in it and releases every resource.
+    """
+
+    def __init__(self, args: Sequence[str | bytes | os.PathLike], *, config: Config | None = None,
+                 stdin: Any = None, stdout: Any = None, stderr: Any = None, **kwargs: Any) -> None:
+        self.argv = _argv(args)
+        self.args = list(args)
+        self.config = make_config(config, kwargs)
+        self._stdio_choice = (stdin, stdout, stderr)
+        self.process: Process | None = None
+
+    def __enter__(self) -> Container:
+        if self.process is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "not started" if self.process is None else repr(self.process)
+        return f"<isolate.Container {self.args!r} {state}>"
+
+    @property
+    def pid(self) -> int:
+        """The host pid of the container's PID 1."""
+        return self._running().pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.returncode
+
+    def start(self) -> Process:
+        """Create the container and exec the command; returns its Process."""
+        if self.process is not None:
+            raise RuntimeError("this container was already started")
+        stdio = open_stdio(*self._stdio_choice)
+        try:
+            plan = compile_plan(self.config, self.argv, stdio.child)
+            spawned = spawn(plan)
+        except BaseException:
+            stdio.close_all()
+            raise
+        stdio.close_child_ends()
+        self.process = Process(self.args, spawned.pid, spawned.pidfd, spawned.report_fd,
+                               stdio.parent, uses_init(self.config))
+        return self.process
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the workload to end and return its returncode."""
+        return self._running().wait(timeout)
+
+    def communicate(self, input: bytes | None = None, timeout: float | None = None
+                    ) -> tuple[bytes | None, bytes | None]:
+        """Like Popen.communicate()."""
+        return self._running().communicate(input, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the container (every process in its PID namespace)."""
+        self._running().kill()
+
+    def close(self) -> None:
+        """Kill the container if it still runs, reap it, close its fds."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process.close()
+
+    def _running(self) -> Process:
+        if self.process is None:
+            raise RuntimeError("the container has not been started")
+        return self.process
+
+
+def run(args: Sequence[str | bytes | os.PathLike], *, input: bytes | str | None = None,
+        capture_output: bool = False, timeout: float | None = None, check: bool = False,
+        text: bool = False, stdin: Any = None, stdout: Any = None, stderr: Any = None,
+        config: Config | None = None, **kwargs: Any) -> CompletedProcess:
+    """Run a command in a new container and wait for it, like subprocess.run()."""
+    if capture_output:
+        if stdout is not None or stderr is not None:
+            raise ValueError("capture_output cannot be combined with stdout or stderr")
+        stdout = stderr = PIPE
+    if input is not None:
+        if stdin is not None:
+            raise ValueError("input and stdin cannot both be given")
+        stdin = PIPE
+        if isinstance(input, str):
+            input = input.encode()
+    container = Container(args, config=config, stdin=stdin, stdout=stdout, stderr=stderr, **kwargs)
+    with container:
+        try:
+            out, err = container.communicate(input, timeout)
+        except TimeoutExpired as exc:
+            container.kill()
+            container.wait()
+            raise TimeoutExpired(container.args, timeout, exc.output, exc.stderr) from None
+    result = CompletedProcess(container.args, container.returncode,
+                              _decode(out, text), _decode(err, text))
+    if check and result.returncode:
+        raise CalledProcessError(result.returncode, container.args, result.stdout, result.stderr)
+    return result
+
+
+def _decode(data: bytes | None, text: bool) -> bytes | str | None:
+    if data is None or not text:
+        return data
+    return data.decode(errors="replace").replace("\r\n", "\n")

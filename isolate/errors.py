@@ -1,0 +1,61 @@
+"""The exceptions isolate raises: one hierarchy under IsolateError.
+
+Bad input raises ConfigError before anything is created; a step that fails
+while the container is being built raises SpawnError naming that step.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+import subprocess
+
+
+class IsolateError(Exception):
+    """Base class of every exception isolate raises on purpose."""
+
+
+class ConfigError(IsolateError, ValueError):
+    """An invalid configuration value; `field` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class SpawnError(IsolateError, OSError):
+    """A step of building or starting the container failed.
+
+    `step` describes the step and its arguments, e.g.
+    ``"pivot_root('/tmp', '/tmp')"``; `errno` is the error number.
+    """
+
+    def __init__(self, err: int, step: str, hint: str = "") -> None:
+        message = f"{step}: {os.strerror(err)} ({_errno.errorcode.get(err, err)})"
+        if hint:
+            message = f"{message}; {hint}"
+        super().__init__(err, message)
+        self.step = step
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+class ExecutableNotFound(SpawnError, FileNotFoundError):
+    """The command's executable does not exist in the container."""
+
+    def __init__(self, executable: str, searched: tuple[str, ...] = ()) -> None:
+        where = f" (searched {', '.join(searched)})" if len(searched) > 1 else ""
+        super().__init__(_errno.ENOENT, f"exec {executable!r}{where}")
+        self.filename = executable
+
+
+class UserNamespaceError(SpawnError, PermissionError):
+    """The host does not let this caller create a user namespace."""
+
+
+class TimeoutExpired(IsolateError, subprocess.TimeoutExpired):
+    """The container outlived its timeout and was killed."""
+
+
+class CalledProcessError(IsolateError, subprocess.CalledProcessError):
+    """run(check=True) saw a non-zero return code."""

@@ -1,0 +1,316 @@
+"""Shared helpers for the isolate test suite.
+
+Every test here runs against the real kernel: real namespaces, mounts and
+processes.  Nothing that the library does with a syscall is faked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import select
+import signal
+import tempfile
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import psutil
+import pytest
+
+try:
+    from hypothesis import settings as _hyp_settings
+
+    _hyp_settings.register_profile("isolate", database=None, print_blob=True)
+    _hyp_settings.load_profile("isolate")
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+
+CI = os.environ.get("CI") == "true"
+
+#: Generous bound for any single container run, only there to avoid hangs.
+RUN_TIMEOUT = 30.0
+
+#: Upper bound when polling for an asynchronous kernel effect (process gone...).
+SETTLE_TIMEOUT = 10.0
+
+
+def require(condition: object, reason: str) -> None:
+    """Skip the calling test unless ``condition`` holds; in CI, fail instead.
+
+    Where CI=true a missing feature must turn the run red, so a green CI means
+    every feature was exercised.
+    """
+    if condition:
+        return
+    if CI:
+        pytest.fail(f"required feature missing (CI=true, not skipping): {reason}")
+    pytest.skip(reason)
+
+
+def marker() -> str:
+    """A unique token to recognise this test's processes, files or mounts."""
+    return "isolate-test-" + uuid.uuid4().hex[:12]
+
+
+def unique_sleep_arg() -> str:
+    """A ``sleep`` duration that no other process on the host will share.
+
+    ``sleep 1000.<random>`` lets a test find its container's processes on the
+    host by command line alone.
+    """
+    return f"1000.{uuid.uuid4().int % 10**9:09d}"
+
+
+def pids_with_cmdline(token: str) -> list[int]:
+    """Host pids whose command line contains ``token`` (zombies excluded)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if any(token in part for part in proc.info["cmdline"] or ()):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return bool(predicate())
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def host_ns(name: str) -> str:
+    """The test process's namespace link for ``name`` (e.g. ``'net:[4026531840]'``)."""
+    return os.readlink(f"/proc/self/ns/{name}")
+
+
+def host_mountinfo() -> list[str]:
+    """The host's (the test process's) mount table lines."""
+    return Path("/proc/self/mountinfo").read_text().splitlines()
+
+
+def open_fds() -> set[str]:
+    """This process's open fds, each as ``"N -> target"``."""
+    result = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            result.add(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+        except FileNotFoundError:  # the fd listdir itself used
+            pass
+    return result
+
+
+def child_processes() -> list[str]:
+    """Every descendant of the test process, zombies included, described."""
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            out.append(f"{child.pid} {child.status()} {child.cmdline()}")
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+TEMP_LOCATIONS = (tempfile.gettempdir(), "/var/tmp", "/dev/shm", "/run")
+
+
+def temp_entries() -> set[str]:
+    """Entries in the places a runtime could leave temporary dirs or files."""
+    entries = set()
+    for base in TEMP_LOCATIONS:
+        try:
+            entries.update(os.path.join(base, e) for e in os.listdir(base))
+        except FileNotFoundError:
+            continue
+    return entries
+
+
+def snapshot() -> dict[str, Any]:
+    """Everything a container could leak: fds, mounts, processes, temp entries."""
+    return {
+        "fds": open_fds(),
+        "mounts": host_mountinfo(),
+        "children": child_processes(),
+        "temp": {e for e in temp_entries() if "pytest-of" not in e},
+    }
+
+
+def assert_no_leaks(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Fail naming exactly what appeared (or vanished) between two snapshots."""
+    problems = []
+    for key in ("fds", "temp"):
+        added = sorted(set(after[key]) - set(before[key]))
+        if added:
+            problems.append(f"new {key}: {added}")
+    if after["mounts"] != before["mounts"]:
+        new = [m for m in after["mounts"] if m not in before["mounts"]]
+        problems.append(f"host mount table changed; new lines: {new}")
+    if after["children"]:
+        problems.append(f"leftover child processes: {after['children']}")
+    assert not problems, "; ".join(problems)
+
+
+# --- running code in a forked child (rootless, confined) -------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_DUMPABLE = 4
+CLONE_NEWUSER = 0x10000000
+
+
+def prctl_set_dumpable() -> None:
+    """Make the current process dumpable again (setuid cleared it)."""
+    if _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), "prctl(PR_SET_DUMPABLE)")
+
+
+def libc_unshare(flags: int) -> None:
+    """unshare(2) through libc (os.unshare needs Python 3.12)."""
+    if _libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), "unshare")
+
+
+def describe_exception(exc: BaseException) -> dict[str, Any]:
+    """A picklable summary of an exception raised in a forked child."""
+    return {
+        "type": type(exc).__name__,
+        "mro": [c.__name__ for c in type(exc).__mro__],
+        "str": str(exc),
+        "field": getattr(exc, "field", None),
+        "step": getattr(exc, "step", None),
+        "errno": getattr(exc, "errno", None),
+        "traceback": traceback.format_exc(),
+    }
+
+
+def run_in_fork(
+    fn: Callable[[], Any],
+    setup: Callable[[], None] | None = None,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Run ``fn`` in a forked child after ``setup``; return its outcome.
+
+    The outcome is ``{"ok": True, "value": ...}`` or
+    ``{"ok": False, "exc": describe_exception(...)}``.  The child is SIGKILLed
+    (and the test fails) if it does not answer within ``timeout`` seconds.
+    """
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 0
+        try:
+            os.close(rfd)
+            try:
+                if setup is not None:
+                    setup()
+                outcome = {"ok": True, "value": fn()}
+            except BaseException as exc:  # noqa: BLE001 - reported to parent
+                outcome = {"ok": False, "exc": describe_exception(exc)}
+            data = pickle.dumps(outcome)
+            with os.fdopen(wfd, "wb") as f:
+                f.write(data)
+        except BaseException:  # noqa: BLE001
+            code = 70
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    return _collect_fork(pid, rfd, timeout)
+
+
+def _collect_fork(pid: int, rfd: int, timeout: float) -> dict[str, Any]:
+    """Read a forked child's pickled outcome and reap it, bounded in time."""
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([rfd], [], [], max(left, 0))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail(f"forked helper did not finish within {timeout}s")
+            chunk = os.read(rfd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(rfd)
+    _, status = os.waitpid(pid, 0)
+    assert chunks, f"forked helper died without answering (wait status {status})"
+    return pickle.loads(b"".join(chunks))
+
+
+def unwrap(outcome: dict[str, Any]) -> Any:
+    """Return a forked child's value, or fail showing its exception."""
+    if not outcome["ok"]:
+        exc = outcome["exc"]
+        pytest.fail(f"child raised {exc['type']}: {exc['str']}\n{exc['traceback']}")
+    return outcome["value"]
+
+
+# --- a pids cgroup in which no process can be created -----------------------
+
+PIDS_CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
+
+
+def pids_cgroup_available() -> bool:
+    """True when a cgroup v1 pids hierarchy (or v2 with pids) is writable here."""
+    return (PIDS_CGROUP_ROOT / "cgroup.procs").exists() and os.geteuid() == 0
+
+
+def run_without_clone(fn: Callable[[], Any], timeout: float = 60.0) -> dict[str, Any]:
+    """Run ``fn`` in a child confined to a pids cgroup with ``pids.max = 1``.
+
+    In there every fork/clone fails with EAGAIN, so if ``fn`` raises a
+    validation error the validation provably happened before any process was
+    created.
+    """
+    group = PIDS_CGROUP_ROOT / marker()
+    group.mkdir()
+    try:
+        (group / "pids.max").write_text("1")
+
+        def confine() -> None:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+        return run_in_fork(fn, setup=confine, timeout=timeout)
+    finally:
+        wait_until(lambda: not (group / "cgroup.procs").read_text().strip())
+        group.rmdir()
+
+
+@pytest.fixture
+def host_dir() -> Iterable[Path]:
+    """A fresh host directory visible inside default containers.
+
+    (pytest's tmp_path lives under /tmp, which every container replaces with
+    its own private tmpfs, so it cannot be used to share files.)
+    """
+    path = Path(tempfile.mkdtemp(prefix="isolate-test-", dir="/var/tmp"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,146 @@
+"""The container's PID 1: zombie reaping, signal forwarding, exit status, init=False."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+
+import isolate
+from conftest import RUN_TIMEOUT, pids_with_cmdline, unique_sleep_arg, wait_until
+
+#: Python workload: orphan N grandchildren that exit at once, then wait until no
+#: zombie is left in the container (bounded), print the zombie count and exit 0.
+ORPHAN_ZOMBIES = r"""
+import os, sys, time
+n = int(sys.argv[1])
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        if os.fork() == 0:
+            os._exit(0)      # grandchild: orphaned, exits, must be reaped by PID 1
+        os._exit(0)          # child: exits at once so the grandchild is orphaned
+    os.waitpid(pid, 0)
+
+def zombies():
+    count = 0
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        count += 1
+            except FileNotFoundError:
+                pass
+    return count
+
+deadline = time.monotonic() + 10
+while zombies() and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(zombies(), flush=True)
+"""
+
+#: Python workload that exits with `code` when it receives signal `sig`.
+TRAP = r"""
+import signal, sys, time
+sig, code = int(sys.argv[1]), int(sys.argv[2])
+signal.signal(sig, lambda *_: sys.exit(code))
+print("ready", flush=True)
+time.sleep(60)
+sys.exit(99)
+"""
+
+
+@contextmanager
+def start_trap(sig: int, code: int, **config) -> Iterator[isolate.Container]:
+    """A running container whose workload exits with ``code`` on ``sig``, once ready."""
+    with isolate.Container([sys.executable, "-c", TRAP, str(int(sig)), str(code)],
+                           stdout=isolate.PIPE, **config) as c:
+        assert c.process.stdout.readline() == b"ready\n"
+        yield c
+
+
+def test_orphaned_zombies_reaped():
+    """100 orphans that exit are reaped by the init; the workload exits cleanly."""
+    r = isolate.run([sys.executable, "-c", ORPHAN_ZOMBIES, "100"], capture_output=True,
+                    timeout=RUN_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"0\n", "zombies left unreaped inside the container"
+
+
+def test_running_orphans_do_not_block_exit():
+    """Orphans still running when the workload exits are killed; status is the workload's."""
+    token = unique_sleep_arg()
+    script = f"for i in $(seq 100); do (sleep {token} &); done; exit 5"
+    r = isolate.run(["sh", "-c", script], timeout=RUN_TIMEOUT)
+    assert r.returncode == 5
+    assert wait_until(lambda: not pids_with_cmdline(token)), "orphans survived the container"
+
+
+def test_init_is_pid1_and_workload_is_not():
+    """With init=True PID 1 is the init and the workload is another process."""
+    r = isolate.run(["sh", "-c", "echo $$; cat /proc/1/cmdline | tr '\\0' ' '"],
+                    capture_output=True, timeout=RUN_TIMEOUT)
+    pid, pid1_cmdline = r.stdout.decode().split("\n", 1)
+    assert int(pid) != 1
+    assert "echo $$" not in pid1_cmdline
+
+
+def test_init_false_makes_workload_pid1():
+    """init=False: the workload itself is PID 1."""
+    r = isolate.run(["sh", "-c", "echo $$; tr '\\0' ' ' < /proc/1/cmdline"], init=False,
+                    capture_output=True, timeout=RUN_TIMEOUT)
+    pid, pid1_cmdline = r.stdout.decode().split("\n", 1)
+    assert pid == "1"
+    assert "echo $$" in pid1_cmdline
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                                 signal.SIGUSR1, signal.SIGUSR2])
+def test_signal_forwarded_to_workload(sig: signal.Signals):
+    """send_signal() to the Container reaches the workload, which exits with its code."""
+    with start_trap(sig, 42) as c:
+        c.process.send_signal(sig)
+        assert c.wait(timeout=RUN_TIMEOUT) == 42
+
+
+def test_terminate_forwarded():
+    """terminate() sends SIGTERM through the init to the workload."""
+    with start_trap(signal.SIGTERM, 17) as c:
+        c.process.terminate()
+        assert c.wait(timeout=RUN_TIMEOUT) == 17
+
+
+def test_untrapped_sigterm_kills_workload():
+    """SIGTERM to a workload without a handler kills it: returncode -SIGTERM."""
+    with isolate.Container(["sleep", unique_sleep_arg()]) as c:
+        c.process.send_signal(signal.SIGTERM)
+        assert c.wait(timeout=RUN_TIMEOUT) == -signal.SIGTERM
+
+
+def test_kill_kills_everything():
+    """kill() SIGKILLs the container: returncode -SIGKILL and every process gone."""
+    token = unique_sleep_arg()
+    with isolate.Container(["sh", "-c", f"sleep {token} & sleep {token}; wait"]) as c:
+        assert wait_until(lambda: len(pids_with_cmdline(token)) == 2)
+        c.process.kill()
+        assert c.wait(timeout=RUN_TIMEOUT) == -signal.SIGKILL
+    assert wait_until(lambda: not pids_with_cmdline(token))
+
+
+def test_signal_reaches_pid1_workload_with_init_false():
+    """With init=False a trapped SIGTERM still reaches the workload (now PID 1)."""
+    with start_trap(signal.SIGTERM, 23, init=False) as c:
+        c.process.send_signal(signal.SIGTERM)
+        assert c.wait(timeout=RUN_TIMEOUT) == 23
+
+
+def test_workload_status_not_init_status():
+    """The reported status is the workload's, through the init."""
+    r = isolate.run(["sh", "-c", "exit 77"], timeout=RUN_TIMEOUT)
+    assert r.returncode == 77
+    r = isolate.run(["sh", "-c", "exit 77"], init=False, timeout=RUN_TIMEOUT)
+    assert r.returncode == 77
