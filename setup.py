@@ -1,5 +1,33 @@
-"""Build script: the pure-Python package plus the cffi extension in _native/."""
+"""Build script: the pure-Python package, the cffi extension in _native/,
+and the static pid1 program that becomes each container's init."""
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+PID1_SOURCE = "_native/pid1.c"
+
+
+class BuildExtWithPid1(build_ext):
+    """build_ext, plus isolate/_pid1 linked statically next to the extension.
+
+    Static, because it runs inside the container's root filesystem, where
+    the host's dynamic loader and libc may be absent."""
+
+    def run(self):
+        super().run()
+        self._build_pid1()
+
+    def _build_pid1(self):
+        ext_path = self.get_ext_fullpath("isolate._native")
+        target = os.path.join(os.path.dirname(ext_path), "_pid1")
+        objects = self.compiler.compile([PID1_SOURCE], output_dir=self.build_temp,
+                                        include_dirs=["_native"],
+                                        extra_postargs=["-std=gnu11", "-O2", "-Wall"])
+        self.compiler.link_executable(objects, os.path.basename(target),
+                                      output_dir=os.path.dirname(target),
+                                      extra_postargs=["-static", "-s"])
+
 
 setup(
     name="isolate",
@@ -9,6 +37,7 @@ setup(
     python_requires=">=3.10",
     setup_requires=["cffi>=1.15"],
     cffi_modules=["_native/build.py:ffibuilder"],
+    cmdclass={"build_ext": BuildExtWithPid1},
     install_requires=["cffi>=1.15", "attrs>=22.2", "psutil>=5.9"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
     entry_points={"console_scripts": ["isolate = isolate.cli:main"]},

@@ -9,7 +9,7 @@ import os
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ["spawn.c", "child.c", "init.c", "syscalls.c"]
+SOURCES = ["spawn.c", "child.c", "workload.c", "syscalls.c"]
 
 # Headers the generated module includes: the constants in syscalls.cdef are
 # read from these.

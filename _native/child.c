@@ -1,6 +1,8 @@
 /* The child side of a spawn: execute the plan's steps, in order, without
- * Python.  Everything here runs in a freshly cloned process (or a vfork'd
- * one), so it only makes system calls: no malloc, no stdio, no locks. */
+ * Python.  Everything here runs in a cloned process that shares the
+ * caller's memory (CLONE_VM) until it execs, so it only makes system calls:
+ * no malloc, no stdio, no locks, and it writes nothing but its own stack
+ * and the iso_child it was given. */
 #include "native.h"
 
 #include <errno.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -140,23 +143,47 @@ static int run_step(const struct iso_plan *plan, const struct iso_step *s)
     case ISO_OP_CLOEXEC_ALL: return do_cloexec_all();
     case ISO_OP_KEEP_FD:     return fcntl((int)s->num, F_SETFD, 0);
     case ISO_OP_RESET_SIGNALS: return do_reset_signals();
+    case ISO_OP_UNSHARE:     return unshare((int)s->num);
     case ISO_OP_EXEC:        return do_exec(plan);
     }
     errno = EINVAL;
     return -1;
 }
 
-void iso_run_steps(const struct iso_plan *plan, int first, int report_fd)
+void iso_run_steps(struct iso_child *child, int first)
 {
+    const struct iso_plan *plan = child->plan;
     for (int i = first; i < plan->nsteps; i++) {
         const struct iso_step *s = &plan->steps[i];
         if (s->op == ISO_OP_FORK_WORKLOAD)
-            iso_init_main(plan, i + 1, report_fd);
+            iso_start_workload(child, i + 1);
         if (run_step(plan, s) < 0) {
-            iso_report(report_fd, ISO_REPORT_ERROR, i, errno, 0);
+            iso_report(child->report_fd, ISO_REPORT_ERROR, i, errno, 0);
             return;
         }
     }
     /* A plan always ends in ISO_OP_EXEC, which only returns on failure. */
-    iso_report(report_fd, ISO_REPORT_ERROR, plan->nsteps, EINVAL, 0);
+    iso_report(child->report_fd, ISO_REPORT_ERROR, plan->nsteps, EINVAL, 0);
+}
+
+int iso_child_main(void *arg)
+{
+    struct iso_child *child = arg;
+    char go;
+    ssize_t n;
+
+    if (child->plan->die_with_parent)
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* Wait for the parent to write our id maps.  EOF means it died before
+     * PR_SET_PDEATHSIG could cover it, or gave up on us. */
+    do {
+        n = read(child->sync_fd, &go, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) {
+        iso_report(child->report_fd, ISO_REPORT_ERROR, ISO_STEP_SYNC, n < 0 ? errno : EPIPE, 0);
+        _exit(127);
+    }
+    close(child->sync_fd);
+    iso_run_steps(child, 0);
+    _exit(127);
 }

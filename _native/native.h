@@ -7,14 +7,32 @@
 #endif
 #include "plan.h"
 
-/* Run steps [first, plan->nsteps) in the cloned child.  Returns only when
- * a step failed, after reporting it; the caller then exits. */
-void iso_run_steps(const struct iso_plan *plan, int first, int report_fd);
+/* What the parent hands the cloned child.  The child is cloned with
+ * CLONE_VM: it runs in the caller's memory, on a stack of its own, until it
+ * execs, so it never pays for copying the Python process's page tables.
+ * The parent keeps this struct alive until the workload has been exec'd,
+ * and both stacks until the child itself has exec'd (in init mode: until
+ * the container is reaped, see iso_free_stacks). */
+struct iso_child {
+    const struct iso_plan *plan;
+    int sync_fd;                  /* read end: one byte means "maps written, go on" */
+    int report_fd;                /* write end of the report pipe (close-on-exec) */
+    char *workload_stack;         /* top of the stack the workload starts on */
+    volatile int workload_failed; /* set by the workload when a step failed */
+    int fork_step;                /* index of the ISO_OP_FORK_WORKLOAD step */
+};
 
-/* Become PID 1: start the workload at step `first`, reap and forward
- * signals until it ends, report its status and exit.  Never returns. */
+/* Entry point of the cloned child (a clone(2) callback). */
+int iso_child_main(void *child);
+
+/* Run steps [first, nsteps).  Returns only when a step failed, after
+ * reporting it; the caller then exits. */
+void iso_run_steps(struct iso_child *child, int first);
+
+/* ISO_OP_FORK_WORKLOAD: start the workload at step `first`, then exec the
+ * pid1 program in place of the calling process.  Never returns. */
 __attribute__((noreturn))
-void iso_init_main(const struct iso_plan *plan, int first, int report_fd);
+void iso_start_workload(struct iso_child *child, int first);
 
 /* Send one record on the report pipe (async-signal-safe). */
 void iso_report(int fd, int kind, int step, int err, int value);

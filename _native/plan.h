@@ -14,7 +14,8 @@ enum iso_op {
     ISO_OP_PIVOT,          /* chdir(b); pivot_root(".", "."); umount2(".", MNT_DETACH); chdir("/") */
     ISO_OP_SETHOSTNAME,    /* sethostname(a) */
     ISO_OP_LOOPBACK_UP,    /* bring interface "lo" up */
-    ISO_OP_FORK_WORKLOAD,  /* become PID 1 init: fork the workload, which runs the later steps */
+    ISO_OP_FORK_WORKLOAD,  /* start the workload (it runs the later steps), then exec plan->init_fd as PID 1 */
+    ISO_OP_UNSHARE,        /* unshare(num) */
     ISO_OP_SETSID,         /* setsid() */
     ISO_OP_SETGROUPS,      /* setgroups(0, NULL) */
     ISO_OP_SETGID,         /* setresgid(num, num, num) */
@@ -31,7 +32,7 @@ enum iso_op {
 /* Kinds of records the child sends on the report pipe. */
 enum iso_report_kind {
     ISO_REPORT_ERROR = 1,  /* step failed: step index, errno */
-    ISO_REPORT_EXECED,     /* init mode: the workload was exec'd */
+    ISO_REPORT_EXECED,     /* init mode: the workload was exec'd (pid1 is being exec'd) */
     ISO_REPORT_EXIT,       /* init mode: the workload ended, value = wait status */
 };
 
@@ -62,6 +63,8 @@ struct iso_plan {
     const char *setgroups;
     const char *uid_map;
     const char *gid_map;
+    /* For ISO_OP_FORK_WORKLOAD: an fd of the pid1 program (a sealed memfd). */
+    int init_fd;
     /* For ISO_OP_EXEC: candidate paths (NULL-terminated), argv and envp. */
     char *const *exec_paths;
     char *const *argv;
@@ -74,6 +77,7 @@ struct iso_result {
     int pid;
     int pidfd;
     int report_fd;   /* read end of the report pipe, or -1 */
+    void *stacks;    /* to pass to iso_free_stacks once pid is reaped, or NULL */
     int step;
     int err;
 };
@@ -85,7 +89,10 @@ struct iso_result {
 #define ISO_STEP_SYNC -5
 #define ISO_STEP_PIPE -6
 
-/* Spawn the container described by plan.  Returns 0 with pid, pidfd and
- * report_fd set once the workload has been exec'd, or -1 with step/err set
- * (the child, if any, has been reaped and every fd closed). */
+/* Spawn the container described by plan.  Returns 0 with pid, pidfd,
+ * report_fd and stacks set once the workload has been exec'd, or -1 with
+ * step/err set (the child, if any, has been reaped and every fd closed). */
 int iso_spawn(const struct iso_plan *plan, struct iso_result *res);
+
+/* Release the stacks of a spawn whose child has been reaped. */
+void iso_free_stacks(void *stacks);

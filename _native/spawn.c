@@ -1,4 +1,4 @@
-/* The parent side of a spawn: clone the child with its namespaces, write
+/* The parent side of a spawn: clone the child into its namespaces, write
  * its uid/gid maps while it waits, let it go, and learn from the report
  * pipe whether it reached exec. */
 #include "native.h"
@@ -7,18 +7,19 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <linux/sched.h>
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
+
+/* One stack for the cloned child, one for the workload it starts. */
+#define STACK_SIZE (256 * 1024)
 
 static int fail(struct iso_result *res, int step, int err)
 {
@@ -34,48 +35,19 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-/* Clone with clone3 where the kernel has it (5.3+), else clone.  Returns
- * the pid in the parent, 0 in the child, -1 with errno. */
-static pid_t clone_child(unsigned long long flags, int *pidfd)
+/* Clone the child: CLONE_VM spares copying the page tables of a large
+ * Python process; the child has its own fd table, fs and signal handlers. */
+static pid_t clone_child(struct iso_child *child, char *stack_top, int *pidfd)
 {
-    struct clone_args args;
-    memset(&args, 0, sizeof args);
-    args.flags = flags | CLONE_PIDFD;
-    args.pidfd = (uint64_t)(uintptr_t)pidfd;
-    args.exit_signal = SIGCHLD;
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid >= 0 || errno != ENOSYS)
-        return (pid_t)pid;
-    if (flags & CLONE_NEWTIME) {
-        /* clone's flag word has no room for it; such kernels lack it anyway */
-        errno = ENOSYS;
-        return -1;
+    int flags = (int)child->plan->clone_flags | CLONE_VM | CLONE_PIDFD | SIGCHLD;
+    pid_t pid = clone(iso_child_main, stack_top, flags, child, pidfd);
+    if (pid < 0 && errno == EINVAL) {
+        /* Kernels before 5.2 have no CLONE_PIDFD. */
+        pid = clone(iso_child_main, stack_top, flags & ~CLONE_PIDFD, child);
+        if (pid > 0)
+            *pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     }
-    /* Raw clone: no new stack, so the child runs on a copy of ours, as
-     * with fork.  x86-64 argument order: flags, stack, parent_tid, child_tid, tls. */
-    return (pid_t)syscall(SYS_clone, (unsigned long)flags | CLONE_PIDFD | SIGCHLD,
-                          NULL, pidfd, NULL, 0);
-}
-
-__attribute__((noreturn))
-static void child_main(const struct iso_plan *plan, int sync_fd, int report_fd)
-{
-    char go;
-    if (plan->die_with_parent)
-        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    /* Wait for the parent to write our maps.  EOF means it died before
-     * PR_SET_PDEATHSIG could cover it, or gave up on us. */
-    ssize_t n;
-    do {
-        n = read(sync_fd, &go, 1);
-    } while (n < 0 && errno == EINTR);
-    if (n != 1) {
-        iso_report(report_fd, ISO_REPORT_ERROR, ISO_STEP_SYNC, n < 0 ? errno : EPIPE, 0);
-        _exit(127);
-    }
-    close(sync_fd);
-    iso_run_steps(plan, 0, report_fd);
-    _exit(127);
+    return pid;
 }
 
 static int write_file(int pid, const char *name, const char *text)
@@ -107,87 +79,101 @@ static int write_maps(const struct iso_plan *plan, pid_t pid)
     return 0;
 }
 
-/* Read one report record; returns 1, 0 on EOF, -1 on error. */
+/* Read one report record; returns 1, or 0 on EOF.  Every signal is blocked
+ * meanwhile, so the read is never interrupted. */
 static int read_report(int fd, struct iso_report *rec)
 {
-    ssize_t n;
-    do {
-        n = read(fd, rec, sizeof *rec);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -1;
-    return n == (ssize_t)sizeof *rec ? 1 : 0;
+    return read(fd, rec, sizeof *rec) == (ssize_t)sizeof *rec;
 }
 
-static void kill_and_reap(pid_t pid)
+void iso_free_stacks(void *stacks)
 {
-    kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
-        ;
+    if (stacks)
+        munmap(stacks, 2 * STACK_SIZE);
+}
+
+/* Let the child go (or, if maps failed, tell it to give up), then wait
+ * for its first report.  Returns 0 when the workload was exec'd. */
+static int release_child(const struct iso_plan *plan, pid_t pid, int *sync_fd,
+                         int report_fd, struct iso_result *res, int *execed_in_place)
+{
+    int step = write_maps(plan, pid);
+    if (step != 0) {
+        int err = errno;
+        close_fd(sync_fd);        /* EOF: the child exits */
+        return fail(res, step, err);
+    }
+    if (write(*sync_fd, "g", 1) != 1) {
+        int err = errno;
+        close_fd(sync_fd);
+        return fail(res, ISO_STEP_SYNC, err);
+    }
+    close_fd(sync_fd);
+    struct iso_report rec = { 0, 0, 0, 0 };
+    int got = read_report(report_fd, &rec);
+    if (got && rec.kind == ISO_REPORT_ERROR)
+        return fail(res, rec.step, rec.err);
+    /* EOF: the workload was exec'd in place; EXECED: pid1 is on its way. */
+    *execed_in_place = !got;
+    return 0;
 }
 
 int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
 {
-    int sync_pipe[2], report_pipe[2], pidfd = -1;
+    int sync_pipe[2], report_pipe[2], pidfd = -1, rc, execed_in_place = 0;
     sigset_t all, old;
 
-    res->pid = -1;
-    res->pidfd = -1;
-    res->report_fd = -1;
-    if (pipe2(sync_pipe, O_CLOEXEC) < 0)
+    res->pid = res->pidfd = res->report_fd = -1;
+    res->stacks = NULL;
+    char *stacks = mmap(NULL, 2 * STACK_SIZE, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stacks == MAP_FAILED)
         return fail(res, ISO_STEP_PIPE, errno);
+    if (pipe2(sync_pipe, O_CLOEXEC) < 0) {
+        rc = fail(res, ISO_STEP_PIPE, errno);
+        munmap(stacks, 2 * STACK_SIZE);
+        return rc;
+    }
     if (pipe2(report_pipe, O_CLOEXEC) < 0) {
-        int saved = errno;
+        rc = fail(res, ISO_STEP_PIPE, errno);
         close(sync_pipe[0]);
         close(sync_pipe[1]);
-        return fail(res, ISO_STEP_PIPE, saved);
+        munmap(stacks, 2 * STACK_SIZE);
+        return rc;
     }
+    struct iso_child child = { plan, sync_pipe[0], report_pipe[1], stacks + 2 * STACK_SIZE, 0, -1 };
 
-    /* The child must not run the caller's signal handlers (Python's would
-     * write to the interpreter's wakeup fd), so it starts with every signal
-     * blocked; its steps unblock them just before exec. */
+    /* Block every signal until the child has exec'd: it must not run the
+     * caller's handlers (Python's write to the interpreter's wakeup fd),
+     * and while it shares our memory nothing of ours may touch errno. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = clone_child(plan->clone_flags, &pidfd);
-    if (pid == 0) {
-        close(sync_pipe[1]);
-        close(report_pipe[0]);
-        child_main(plan, sync_pipe[0], report_pipe[1]);
-    }
+    pid_t pid = clone_child(&child, stacks + STACK_SIZE, &pidfd);
     int clone_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     close_fd(&sync_pipe[0]);
     close_fd(&report_pipe[1]);
     if (pid < 0) {
         close_fd(&sync_pipe[1]);
         close_fd(&report_pipe[0]);
-        return fail(res, ISO_STEP_CLONE, clone_errno);
-    }
-
-    int failed = 0, step = write_maps(plan, pid), err = errno;
-    if (step != 0)
-        failed = 1;
-    else if (write(sync_pipe[1], "g", 1) != 1)
-        failed = 1, step = ISO_STEP_SYNC, err = errno;
-    close_fd(&sync_pipe[1]);
-
-    if (!failed) {
-        struct iso_report rec = { 0, 0, 0, 0 };
-        int got = read_report(report_pipe[0], &rec);
-        if (got < 0)
-            failed = 1, step = ISO_STEP_SYNC, err = errno;
-        else if (got == 1 && rec.kind == ISO_REPORT_ERROR)
-            failed = 1, step = rec.step, err = rec.err;
-        /* else: EOF (the workload exec'd in place) or EXECED (init mode) */
-    }
-    if (failed) {
-        kill_and_reap(pid);
+        rc = fail(res, ISO_STEP_CLONE, clone_errno);
+    } else if ((rc = release_child(plan, pid, &sync_pipe[1], report_pipe[0], res,
+                                   &execed_in_place)) < 0) {
+        /* The child exits by itself after a failure; once it is reaped,
+         * nothing runs on the stacks any more (its workload, if any, was
+         * a vfork child it waited for). */
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
         close_fd(&pidfd);
         close_fd(&report_pipe[0]);
-        return fail(res, step, err);
+    } else {
+        res->pid = pid;
+        res->pidfd = pidfd;
+        res->report_fd = report_pipe[0];
     }
-    res->pid = pid;
-    res->pidfd = pidfd;
-    res->report_fd = report_pipe[0];
-    return 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0 && !execed_in_place)
+        res->stacks = stacks;     /* still the child's until it is reaped */
+    else
+        munmap(stacks, 2 * STACK_SIZE);
+    return rc;
 }

@@ -201,9 +201,11 @@ def isolate_module():
 def isolate_default_namespaces() -> tuple[str, ...]:
     """isolate's default namespaces, as isolate itself reports them if it can."""
     try:
-        return tuple(isolate_module().Config().namespaces)
+        names = set(isolate_module().Config().namespaces)
     except Exception:  # not built yet, or no Config: fall back to the docs
         return DOC_DEFAULT_NAMESPACES
+    order = {n: i for i, n in enumerate(DOC_DEFAULT_NAMESPACES)}
+    return tuple(sorted(names, key=lambda n: (order.get(n, len(order)), n)))
 
 
 def isolate_contender(namespaces: Optional[tuple[str, ...]]) -> Contender:

@@ -3,37 +3,79 @@
 This is the one place that decides what the child will do, in what order:
 namespace flags and id maps for the parent, then the rootfs steps, then (in
 the workload) session, credentials, cwd, descriptors, signals and exec.
+
+Compiling costs more than cloning a small container, so `prepare` keeps the
+last few compiled plans; the checks against the host's filesystem run on
+every call all the same, since the host can change between two runs.
 """
 from __future__ import annotations
 
 import os
 import posixpath
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from . import _rootfs
 from ._native import lib
-from ._plan import Plan
+from ._pid1 import init_fd
+from ._plan import NativePlan, Plan
 from .config import Config
 from .errors import ConfigError, ExecutableNotFound
 from .mounts import Bind
 from .namespace import clone_flags
 
 
-def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> Plan:
-    """The plan for running argv; stdio holds the child's fds for 0, 1, 2 (-1: inherit)."""
-    plan = Plan(clone_flags=clone_flags(config.namespaces), die_with_parent=config.die_with_parent)
-    _add_id_maps(plan, config)
+_CACHE_SIZE = 32
+_cache: OrderedDict[tuple, tuple[Plan, NativePlan]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def prepare(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> tuple[Plan, NativePlan]:
+    """Check the host for this run, then compile (or reuse) its plan."""
+    check_host(config, argv)
+    key = (config.key(), tuple(argv), tuple(stdio), os.geteuid(), os.getegid())
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    plan = compile_plan(config, argv, stdio)
+    compiled = (plan, NativePlan(plan))
+    with _cache_lock:
+        _cache[key] = compiled
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return compiled
+
+
+def check_host(config: Config, argv: Sequence[bytes]) -> None:
+    """What can be known before clone: raises ConfigError or ExecutableNotFound."""
     _check_cwd(config)
     if config.has("mount"):
         _check_mount_targets(config)
+    name = os.fsdecode(argv[0])
+    _check_executable(config, name, candidates(name, config.env.get("PATH", "")))
+
+
+def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> Plan:
+    """The plan for running argv; stdio holds the child's fds for 0, 1, 2 (-1: inherit)."""
+    # clone(2) has no room for CLONE_NEWTIME: the child unshares it, and the
+    # exec that follows moves it into the new time namespace.
+    flags = clone_flags(config.namespaces - {"time"})
+    plan = Plan(clone_flags=flags, die_with_parent=config.die_with_parent)
+    _add_id_maps(plan, config)
+    if config.has("time"):
+        plan.add(lib.ISO_OP_UNSHARE, "unshare(CLONE_NEWTIME)", num=clone_flags(["time"]))
+    if config.has("mount"):
         _rootfs.add_rootfs_steps(plan, config)
     if config.has("uts"):
         name = config.effective_hostname
         plan.add(lib.ISO_OP_SETHOSTNAME, f"sethostname({name!r})", a=name)
     if config.has("net"):
         plan.add(lib.ISO_OP_LOOPBACK_UP, "bring up the loopback interface 'lo'")
-    if config.has("pid") and config.init:
-        plan.add(lib.ISO_OP_FORK_WORKLOAD, "start the workload under the container's init")
+    if uses_init(config):
+        plan.init_fd = init_fd()
+        plan.add(lib.ISO_OP_FORK_WORKLOAD, "start the workload and exec the container's init")
     _add_workload_steps(plan, config, stdio)
     _add_exec(plan, config, argv)
     return plan
@@ -82,7 +124,6 @@ def _add_exec(plan: Plan, config: Config, argv: Sequence[bytes]) -> None:
     plan.exec_paths = candidates(name, config.env.get("PATH", ""))
     plan.argv = list(argv)
     plan.envp = [os.fsencode(f"{k}={v}") for k, v in config.env.items()]
-    _check_executable(config, name, plan.exec_paths)
     plan.add(lib.ISO_OP_EXEC, f"exec {name!r}")
 
 

@@ -39,6 +39,7 @@ class Plan:
     setgroups: str | None = None
     uid_map: str | None = None
     gid_map: str | None = None
+    init_fd: int = -1
     exec_paths: list[str] = attrs.field(factory=list)
     argv: list[bytes] = attrs.field(factory=list)
     envp: list[bytes] = attrs.field(factory=list)
@@ -79,6 +80,7 @@ class NativePlan:
         self.struct.setgroups = self._cstr(plan.setgroups)
         self.struct.uid_map = self._cstr(plan.uid_map)
         self.struct.gid_map = self._cstr(plan.gid_map)
+        self.struct.init_fd = plan.init_fd
         self.struct.exec_paths = self._cstr_array(plan.exec_paths)
         self.struct.argv = self._cstr_array(plan.argv)
         self.struct.envp = self._cstr_array(plan.envp)

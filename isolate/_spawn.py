@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 import attrs
 
@@ -13,20 +14,27 @@ from .errors import ExecutableNotFound, SpawnError, UserNamespaceError
 
 @attrs.frozen
 class Spawned:
-    """A running container: its init's pid, a pidfd, the report pipe."""
+    """A running container: its init's pid, a pidfd, the report pipe, and
+    the stacks its setup ran on (freed by free_stacks once it is reaped)."""
 
     pid: int
     pidfd: int
     report_fd: int
+    stacks: Any
 
 
-def spawn(plan: Plan) -> Spawned:
-    """Clone and run `plan`; returns once the workload has been exec'd."""
-    native = NativePlan(plan)
+def free_stacks(stacks: Any) -> None:
+    """Release a spawn's stacks; only once its process has been reaped."""
+    if stacks is not None and stacks != ffi.NULL:
+        lib.iso_free_stacks(stacks)
+
+
+def spawn(plan: Plan, native: NativePlan) -> Spawned:
+    """Clone and run `plan` (laid out as `native`); returns once the workload has been exec'd."""
     result = ffi.new("struct iso_result *")
     if lib.iso_spawn(native.struct, result) < 0:
         raise _error(plan, result.step, result.err)
-    return Spawned(result.pid, result.pidfd, result.report_fd)
+    return Spawned(result.pid, result.pidfd, result.report_fd, result.stacks)
 
 
 def _error(plan: Plan, step: int, err: int) -> SpawnError:

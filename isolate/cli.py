@@ -111,7 +111,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse the command line; usage errors exit 125 with a message."""
     parser, run = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        run.error(f"unrecognized arguments: {' '.join(unknown)}")
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -180,28 +182,49 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-@contextlib.contextmanager
-def forwarding_signals(process: Any) -> Iterator[None]:
-    """While active, pass SIGINT, SIGTERM etc. on to the container's process."""
+class SignalForwarder:
+    """Passes SIGINT, SIGTERM etc. on to the container's process.
 
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError, OSError):
-            process.send_signal(signum)
+    Installed before the container starts, so a signal that arrives while it
+    is being built is held and delivered as soon as the process exists.
+    """
 
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    def __init__(self) -> None:
+        self.process: Any = None
+        self.pending: list[int] = []
+
+    def handle(self, signum: int, _frame: Any = None) -> None:
+        """The signal handler: forward now, or hold until attach()."""
+        if self.process is None:
+            self.pending.append(signum)
+            return
+        with contextlib.suppress(OSError):  # already gone: nothing to tell
+            self.process.send_signal(signum)
+
+    def attach(self, process: Any) -> None:
+        """Start forwarding to ``process``, first the signals held so far."""
+        self.process = process
+        while self.pending:
+            self.handle(self.pending.pop(0))
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["SignalForwarder"]:
+        """Install the handlers for the duration of the block."""
+        previous = {sig: signal.signal(sig, self.handle) for sig in FORWARDED_SIGNALS}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def run_container(command: list[str], config: dict[str, Any]) -> int:
     """Run the container to its end with inherited stdio; return its returncode."""
     import isolate
 
-    with isolate.Container(command, **config) as container:
-        with forwarding_signals(container.process):
+    with SignalForwarder().installed() as forwarder:
+        with isolate.Container(command, **config) as container:
+            forwarder.attach(container.process)
             return container.wait()
 
 

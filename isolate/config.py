@@ -122,6 +122,11 @@ class Config:
     def __attrs_post_init__(self) -> None:
         _check_combinations(self)
 
+    def key(self) -> tuple:
+        """Every field, hashable (env as pairs): equal keys, equal plans."""
+        return tuple(tuple(v.items()) if isinstance(v, dict) else v
+                     for v in attrs.astuple(self, recurse=False))
+
     def has(self, kind: str) -> bool:
         """Whether the container gets a new namespace of this kind."""
         return kind in self.namespaces

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from ._compile import compile_plan, uses_init
+from ._compile import prepare, uses_init
 from ._spawn import spawn
 from ._stdio import PIPE, open_stdio
 from .config import Config, make_config
@@ -83,14 +83,12 @@ class Container:
             raise RuntimeError("this container was already started")
         stdio = open_stdio(*self._stdio_choice)
         try:
-            plan = compile_plan(self.config, self.argv, stdio.child)
-            spawned = spawn(plan)
+            spawned = spawn(*prepare(self.config, self.argv, stdio.child))
         except BaseException:
             stdio.close_all()
             raise
         stdio.close_child_ends()
-        self.process = Process(self.args, spawned.pid, spawned.pidfd, spawned.report_fd,
-                               stdio.parent, uses_init(self.config))
+        self.process = Process(self.args, spawned, stdio.parent, uses_init(self.config))
         return self.process
 
     def wait(self, timeout: float | None = None) -> int:

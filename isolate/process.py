@@ -18,6 +18,7 @@ from typing import IO
 
 from ._communicate import communicate
 from ._native import lib
+from ._spawn import Spawned, free_stacks
 from .errors import TimeoutExpired
 
 _REPORT = struct.Struct("iiii")
@@ -26,11 +27,13 @@ _REPORT = struct.Struct("iiii")
 class Process:
     """A running container process; created by Container.start()."""
 
-    def __init__(self, args: list, pid: int, pidfd: int, report_fd: int,
-                 pipes: list[int | None], has_init: bool) -> None:
+    def __init__(self, args: list, spawned: Spawned, pipes: list[int | None],
+                 has_init: bool) -> None:
         self.args = args
-        self.pid = pid
-        self.pidfd = pidfd
+        self.pid = spawned.pid
+        self.pidfd = spawned.pidfd
+        report_fd = spawned.report_fd
+        self._stacks = spawned.stacks
         self.returncode: int | None = None
         self.stdin: IO[bytes] | None = _open(pipes[0], "wb")
         self.stdout: IO[bytes] | None = _open(pipes[1], "rb")
@@ -116,6 +119,8 @@ class Process:
             if info is None:
                 return None
             self.returncode = self._workload_status(info)
+            free_stacks(self._stacks)
+            self._stacks = None
             return self.returncode
 
     def _workload_status(self, info: os.waitid_result) -> int:

@@ -130,13 +130,33 @@ def child_processes() -> list[str]:
     return out
 
 
-TEMP_LOCATIONS = (tempfile.gettempdir(), "/var/tmp", "/dev/shm", "/run")
+#: Entries other programs on a shared dev machine create concurrently.
+FOREIGN_TEMP = ("pytest-of", "isolate-bench", "isolate-test")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tempdir() -> Iterable[str]:
+    """Point tempfile at a directory only this test session uses.
+
+    Leak checks then see exactly what isolate (through tempfile) leaves there,
+    undisturbed by other programs writing to /tmp at the same time.
+    """
+    import shutil
+
+    path = tempfile.mkdtemp(prefix="isolate-tests-session-")
+    old = tempfile.tempdir
+    tempfile.tempdir = path
+    try:
+        yield path
+    finally:
+        tempfile.tempdir = old
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def temp_entries() -> set[str]:
     """Entries in the places a runtime could leave temporary dirs or files."""
     entries = set()
-    for base in TEMP_LOCATIONS:
+    for base in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm", "/run"):
         try:
             entries.update(os.path.join(base, e) for e in os.listdir(base))
         except FileNotFoundError:
@@ -150,7 +170,8 @@ def snapshot() -> dict[str, Any]:
         "fds": open_fds(),
         "mounts": host_mountinfo(),
         "children": child_processes(),
-        "temp": {e for e in temp_entries() if "pytest-of" not in e},
+        "temp": {e for e in temp_entries()
+                 if not any(f in os.path.basename(e) for f in FOREIGN_TEMP)},
     }
 
 
@@ -207,8 +228,12 @@ def run_in_fork(
     fn: Callable[[], Any],
     setup: Callable[[], None] | None = None,
     timeout: float = 60.0,
+    on_fork: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``fn`` in a forked child after ``setup``; return its outcome.
+
+    ``on_fork(pid)`` runs in the parent right after the fork (to help the
+    child's setup, e.g. by writing its id maps).
 
     The outcome is ``{"ok": True, "value": ...}`` or
     ``{"ok": False, "exc": describe_exception(...)}``.  The child is SIGKILLed
@@ -234,6 +259,14 @@ def run_in_fork(
         finally:
             os._exit(code)
     os.close(wfd)
+    if on_fork is not None:
+        try:
+            on_fork(pid)
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(rfd)
+            raise
     return _collect_fork(pid, rfd, timeout)
 
 

@@ -51,11 +51,18 @@ def test_bytes_argv():
     assert r.stdout == b"b\xc3\xa9\n"
 
 
-def test_absolute_and_path_lookup():
-    """argv[0] with a slash is used as is; without one it is looked up on PATH."""
+def test_absolute_and_path_lookup(host_dir):
+    """argv[0] with a slash is used as is; without one it is looked up on the container's PATH."""
     assert isolate.run(["/bin/true"], timeout=RUN_TIMEOUT).returncode == 0
-    r = sh("command -v true")
-    assert r.stdout.strip().endswith(b"/true")
+    tool = host_dir / "only-here"
+    tool.write_text("#!/bin/sh\necho found-on-path\n")
+    tool.chmod(0o755)
+    r = isolate.run(["only-here"], env={"PATH": "/mnt"}, capture_output=True,
+                    mounts=[isolate.Bind(str(host_dir), "/mnt")], timeout=RUN_TIMEOUT)
+    assert r.stdout == b"found-on-path\n"
+    with pytest.raises(isolate.ExecutableNotFound):
+        isolate.run(["cat"], env={"PATH": "/mnt"}, mounts=[isolate.Bind(str(host_dir), "/mnt")],
+                    timeout=RUN_TIMEOUT)
 
 
 @pytest.mark.parametrize("code", [1, 2, 7, 42, 127, 255])

@@ -1,0 +1,101 @@
+/* isolate-init: PID 1 of a container's PID namespace (a program of its own).
+ *
+ *     isolate-init REPORT_FD WORKLOAD_PID
+ *
+ * The setup process has already reported that the workload runs.
+ * The kernel gives PID 1 two duties no ordinary program performs: it must
+ * reap orphaned processes (or they stay zombies), and it receives only the
+ * signals it asked for.  This program is exec'd by the container's setup
+ * process once the workload (its child) has been exec'd.  It forwards every
+ * signal it gets to the workload, reaps everything, and reports the
+ * workload's wait status on REPORT_FD before exiting: its own exit status
+ * could not say "killed by signal N", since PID 1 cannot be killed by a
+ * signal from inside its namespace.
+ *
+ * It is linked statically: it runs inside the container's root filesystem,
+ * where the host's dynamic loader and libc may not exist. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "plan.h"
+
+static void report(int fd, int kind, int value)
+{
+    struct iso_report rec = { kind, 0, 0, value };
+    while (write(fd, &rec, sizeof rec) < 0 && errno == EINTR)
+        ;
+}
+
+/* Keep only the report pipe: stdio and anything else the setup process
+ * had open would otherwise stay open as long as the container runs. */
+static void close_all_but(int keep)
+{
+    if (keep > 0)
+        syscall(SYS_close_range, 0U, (unsigned)keep - 1, 0U);
+    syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0U);
+}
+
+static void default_dispositions(void)
+{
+    /* exec keeps ignored signals ignored; SIGCHLD ignored would even make
+     * the kernel reap the workload and lose its status. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL);
+}
+
+/* Reap every child that has exited; returns 1 once the workload has. */
+static int reap(pid_t workload, int *status)
+{
+    int st, done = 0;
+    pid_t pid;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (pid == workload) {
+            *status = st;
+            done = 1;
+        }
+    }
+    return done;
+}
+
+int main(int argc, char **argv)
+{
+    sigset_t all;
+    int status = 0;
+
+    if (argc != 3)
+        return 127;
+    int report_fd = atoi(argv[1]);
+    pid_t workload = (pid_t)atoi(argv[2]);
+
+    /* Every signal is still blocked (the parent blocked them around
+     * clone): each one queues for sigwaitinfo, none is lost meanwhile. */
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    default_dispositions();
+    close_all_but(report_fd);
+
+    /* Resetting SIGCHLD to SIG_DFL discarded any pending one: the workload
+     * may have ended before we got here. */
+    int done = reap(workload, &status);
+    while (!done) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&all, &info);
+        if (sig < 0)
+            continue;
+        if (sig == SIGCHLD)
+            done = reap(workload, &status);
+        else
+            kill(workload, sig);
+    }
+    report(report_fd, ISO_REPORT_EXIT, status);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}

@@ -1,0 +1,77 @@
+/* Starting the workload under a PID 1 of our own.
+ *
+ * The cloned child has built the container and now shares the caller's
+ * memory.  It starts the workload with CLONE_VM | CLONE_VFORK (no copy of
+ * anything; it is suspended until the workload execs), then replaces itself
+ * with the pid1 program (pid1.c) from a sealed memfd.  Exec'ing gives PID 1
+ * a tiny address space of its own: it never again shares the caller's
+ * memory, and /proc/1/exe inside the container is a sealed copy, not a
+ * host binary the workload could overwrite. */
+#include "native.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct workload_start {
+    struct iso_child *child;
+    int first;
+};
+
+static int workload_main(void *arg)
+{
+    struct workload_start *start = arg;
+    iso_run_steps(start->child, start->first);
+    start->child->workload_failed = 1;
+    _exit(127);
+}
+
+/* Exec pid1 in place of the calling process.  It first tells the parent
+ * that the workload runs: the parent then returns to its caller while this
+ * exec completes, so nothing after the report may read the parent's memory
+ * (iso_child lives on its stack); everything needed is copied to locals. */
+__attribute__((noreturn))
+static void exec_pid1(struct iso_child *child, pid_t workload)
+{
+    char fd_text[16], pid_text[16];
+    char *argv[] = { "isolate-init", fd_text, pid_text, NULL };
+    char *envp[] = { NULL };
+    int report_fd = child->report_fd, init_fd = child->plan->init_fd;
+    int step = child->fork_step;
+
+    snprintf(fd_text, sizeof fd_text, "%d", report_fd);
+    snprintf(pid_text, sizeof pid_text, "%d", (int)workload);
+    /* pid1 reports on the pipe, so it must survive this exec. */
+    if (fcntl(report_fd, F_SETFD, 0) < 0) {
+        iso_report(report_fd, ISO_REPORT_ERROR, step, errno, 0);
+        kill(workload, SIGKILL);
+        _exit(127);
+    }
+    iso_report(report_fd, ISO_REPORT_EXECED, 0, 0, 0);
+    execveat(init_fd, "", argv, envp, AT_EMPTY_PATH);
+    /* Too late to fail the spawn: the container ends with status 127. */
+    kill(workload, SIGKILL);
+    _exit(127);
+}
+
+void iso_start_workload(struct iso_child *child, int first)
+{
+    struct workload_start start = { child, first };
+    child->fork_step = first - 1;
+    pid_t workload = clone(workload_main, child->workload_stack,
+                           CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
+    if (workload < 0) {
+        iso_report(child->report_fd, ISO_REPORT_ERROR, first - 1, errno, 0);
+        _exit(127);
+    }
+    if (child->workload_failed) {
+        /* Its error is on the report pipe already. */
+        waitpid(workload, NULL, 0);
+        _exit(127);
+    }
+    exec_pid1(child, workload);
+}
