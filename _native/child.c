@@ -41,6 +41,46 @@ static int do_setattr(const struct iso_step *s)
     return (int)syscall(SYS_mount_setattr, AT_FDCWD, s->b, flags, &attr, sizeof attr);
 }
 
+/* Bind sources are cloned into detached trees first, while every host path
+ * is still where the caller sees it, and attached once the root is ready. */
+static int do_open_tree(const struct iso_step *s, int *slots)
+{
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, s->b,
+                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (fd < 0)
+        return -1;
+    slots[s->num] = fd;
+    return 0;
+}
+
+static int do_tree_setattr(const struct iso_step *s, int *slots)
+{
+    struct mount_attr attr = { .attr_set = s->num2 };
+    return (int)syscall(SYS_mount_setattr, slots[s->num], "",
+                        AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr);
+}
+
+static int do_move_mount(const struct iso_step *s, int *slots)
+{
+    int rc = (int)syscall(SYS_move_mount, slots[s->num], "", AT_FDCWD, s->b,
+                          MOVE_MOUNT_F_EMPTY_PATH);
+    int saved = errno;
+    close(slots[s->num]);
+    slots[s->num] = -1;
+    errno = saved;
+    return rc;
+}
+
+static int do_capbset_drop(const struct iso_step *s)
+{
+    for (unsigned long cap = 0; cap <= s->num2; cap++) {
+        if ((s->num >> cap) & 1UL)
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+                return -1;
+    }
+    return 0;
+}
+
 static int do_mkfile(const struct iso_step *s)
 {
     int fd = open(s->b, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, (mode_t)s->num);
@@ -122,9 +162,13 @@ static int do_exec(const struct iso_plan *plan)
 }
 
 /* Execute one step; returns 0, or -1 with errno set. */
-static int run_step(const struct iso_plan *plan, const struct iso_step *s)
+static int run_step(const struct iso_plan *plan, const struct iso_step *s, int *slots)
 {
     switch (s->op) {
+    case ISO_OP_OPEN_TREE:   return do_open_tree(s, slots);
+    case ISO_OP_TREE_SETATTR: return do_tree_setattr(s, slots);
+    case ISO_OP_MOVE_MOUNT:  return do_move_mount(s, slots);
+    case ISO_OP_CAPBSET_DROP: return do_capbset_drop(s);
     case ISO_OP_MOUNT:       return mount(s->a, s->b, s->c, s->num, s->d);
     case ISO_OP_SETATTR:     return do_setattr(s);
     case ISO_OP_MKDIR:       return (mkdir(s->b, (mode_t)s->num) < 0 && errno != EEXIST) ? -1 : 0;
@@ -153,11 +197,12 @@ static int run_step(const struct iso_plan *plan, const struct iso_step *s)
 void iso_run_steps(struct iso_child *child, int first)
 {
     const struct iso_plan *plan = child->plan;
+    int slots[ISO_MAX_SLOTS];
     for (int i = first; i < plan->nsteps; i++) {
         const struct iso_step *s = &plan->steps[i];
         if (s->op == ISO_OP_FORK_WORKLOAD)
             iso_start_workload(child, i + 1);
-        if (run_step(plan, s) < 0) {
+        if (run_step(plan, s, slots) < 0) {
             iso_report(child->report_fd, ISO_REPORT_ERROR, i, errno, 0);
             return;
         }

@@ -16,6 +16,10 @@ enum iso_op {
     ISO_OP_LOOPBACK_UP,    /* bring interface "lo" up */
     ISO_OP_FORK_WORKLOAD,  /* start the workload (it runs the later steps), then exec plan->init_fd as PID 1 */
     ISO_OP_UNSHARE,        /* unshare(num) */
+    ISO_OP_OPEN_TREE,      /* slot num = open_tree(b, OPEN_TREE_CLONE | AT_RECURSIVE) */
+    ISO_OP_TREE_SETATTR,   /* mount_setattr(slot num, AT_RECURSIVE, attr_set=num2) */
+    ISO_OP_MOVE_MOUNT,     /* move_mount(slot num -> b), then close the slot */
+    ISO_OP_CAPBSET_DROP,   /* drop capabilities 0..num2 whose bit is set in num from the bounding set */
     ISO_OP_SETSID,         /* setsid() */
     ISO_OP_SETGROUPS,      /* setgroups(0, NULL) */
     ISO_OP_SETGID,         /* setresgid(num, num, num) */
@@ -35,6 +39,9 @@ enum iso_report_kind {
     ISO_REPORT_EXECED,     /* init mode: the workload was exec'd (pid1 is being exec'd) */
     ISO_REPORT_EXIT,       /* init mode: the workload ended, value = wait status */
 };
+
+/* Detached mount trees (ISO_OP_OPEN_TREE) a plan may hold at once. */
+#define ISO_MAX_SLOTS 64
 
 struct iso_step {
     int op;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Spawn-to-exit latency of /bin/true: isolate against its floor and its peers.
 
-Usage: ``python benchmarks/spawn.py [--rounds N]`` (as root, from the repo).
+Usage: ``python benchmarks/spawn.py [--rounds N]`` (as root, from the repo);
+1000 rounds by default, about half a minute.
 
 Every round runs every contender once, in a freshly shuffled order, so drift
 (CPU frequency, page cache, other load) hits all contenders alike.  The
@@ -30,6 +31,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -378,19 +380,40 @@ def report(contenders: list[Contender], samples: dict[str, list[int]],
     return "\n".join(lines)
 
 
+class Hung(Exception):
+    """A contender did not finish within the watchdog's limit."""
+
+
 def measure_all(contenders: list[Contender], rounds: int, warmup: int,
-                seed: Optional[int]) -> dict[str, list[int]]:
-    """The interleaved loop: each round runs every contender once, shuffled."""
+                seed: Optional[int], limit: int = 60) -> dict[str, list[int]]:
+    """The interleaved loop: each round runs every contender once, shuffled.
+
+    A watchdog (SIGALRM, armed outside the timed calls) turns a contender that
+    hangs for ``limit`` seconds into an error naming it, not a silent hang.
+    """
     rng = random.Random(seed)
     samples: dict[str, list[int]] = {c.name: [] for c in contenders}
     order = list(contenders)
-    for r in range(warmup + rounds):
-        rng.shuffle(order)
-        gc.collect()
-        for c in order:
-            ns = c.measure()
-            if r >= warmup:
-                samples[c.name].append(ns)
+    current = [""]
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise Hung(f"{current[0]} did not finish within {limit} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    try:
+        for r in range(warmup + rounds):
+            rng.shuffle(order)
+            gc.collect()
+            for c in order:
+                current[0] = c.name
+                signal.alarm(limit)
+                ns = c.measure()
+                signal.alarm(0)
+                if r >= warmup:
+                    samples[c.name].append(ns)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     return samples
 
 
@@ -409,7 +432,7 @@ def build_contenders(workdir: Path, namespaces: Optional[tuple[str, ...]]) -> li
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=200, help="measured rounds (default 200)")
+    p.add_argument("--rounds", type=int, default=1000, help="measured rounds (default 1000)")
     p.add_argument("--warmup", type=int, default=5, help="unrecorded rounds first (default 5)")
     p.add_argument("--seed", type=int, help="seed for the per-round shuffle")
     p.add_argument("--namespaces", help="comma-separated namespaces for floor, isolate and "
@@ -443,7 +466,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"(+{args.warmup} warmup), namespaces: {','.join(ns) or 'none'}",
                   flush=True)
             t0 = time.monotonic()
-            samples = measure_all(active, args.rounds, args.warmup, args.seed)
+            try:
+                samples = measure_all(active, args.rounds, args.warmup, args.seed)
+            except Hung as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
             print(report(contenders, samples, unavailable))
             odd = [c.odd for c in contenders if getattr(c, "odd", "")]
             for note in odd:

@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from . import _rootfs
+from . import _rootfs, capabilities
 from ._native import lib
 from ._pid1 import init_fd
 from ._plan import NativePlan, Plan
@@ -102,6 +102,10 @@ def _add_id_maps(plan: Plan, config: Config) -> None:
 def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> None:
     if config.new_session:
         plan.add(lib.ISO_OP_SETSID, "setsid()")
+    last = capabilities.last_cap()
+    drop = capabilities.drop_mask(config.capabilities, last)
+    if drop:
+        plan.add(lib.ISO_OP_CAPBSET_DROP, "drop capabilities from the bounding set", num=drop, num2=last)
     if plan.setgroups != "deny":
         plan.add(lib.ISO_OP_SETGROUPS, "setgroups([])")
     plan.add(lib.ISO_OP_SETGID, f"setresgid({config.group})", num=config.group)

@@ -55,6 +55,7 @@ def add_rootfs_steps(plan: Plan, config: Config) -> None:
     stage = stage_of(config)
     source = config.rootfs if config.rootfs is not None else "/"
     _mount(plan, None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
+    slots = _open_bind_sources(plan, config)
     _mount(plan, source, stage, None, _sys.MS_BIND | _sys.MS_REC)
     _make_mountpoints(plan, config, stage)
     if config.rootfs_readonly:
@@ -65,8 +66,8 @@ def add_rootfs_steps(plan: Plan, config: Config) -> None:
         _mount(plan, "sysfs", stage + "/sys", "sysfs", NOSUID_NODEV_NOEXEC | _sys.MS_RDONLY)
     _add_dev(plan, stage)
     _mount(plan, "tmpfs", stage + "/tmp", "tmpfs", NOSUID_NODEV, "mode=1777")
-    for mount in config.mounts:
-        _add_mount(plan, stage, mount)
+    for index, mount in enumerate(config.mounts):
+        _add_mount(plan, stage, mount, slots.get(index))
     plan.add(lib.ISO_OP_PIVOT, f"pivot_root({stage!r}, {stage!r})", b=stage)
 
 
@@ -96,7 +97,24 @@ def _add_dev(plan: Plan, stage: str) -> None:
         _mount(plan, fstype, path, fstype, _sys.MS_NOSUID | _sys.MS_NOEXEC, data)
 
 
-def _add_mount(plan: Plan, stage: str, mount: Bind | Tmpfs) -> None:
+def _open_bind_sources(plan: Plan, config: Config) -> dict[int, int]:
+    """Clone each bind source into a detached tree, before the root is
+    staged (staging mounts over /tmp, which would hide sources there).
+    Returns the slot of each bind, by its index in config.mounts."""
+    slots: dict[int, int] = {}
+    for index, mount in enumerate(config.mounts):
+        if isinstance(mount, Bind):
+            slot = slots[index] = len(slots)
+            plan.add(lib.ISO_OP_OPEN_TREE, f"open_tree({mount.source!r})", b=mount.source, num=slot)
+            attr = _sys.MOUNT_ATTR_NOSUID | _sys.MOUNT_ATTR_NODEV
+            if mount.readonly:
+                attr |= _sys.MOUNT_ATTR_RDONLY
+            plan.add(lib.ISO_OP_TREE_SETATTR, f"mount_setattr({mount.source!r}, attr_set={attr:#x})",
+                     num=slot, num2=attr)
+    return slots
+
+
+def _add_mount(plan: Plan, stage: str, mount: Bind | Tmpfs, slot: int | None) -> None:
     target = stage + mount.target
     _add_parents(plan, stage, mount.target)
     if isinstance(mount, Tmpfs):
@@ -108,11 +126,7 @@ def _add_mount(plan: Plan, stage: str, mount: Bind | Tmpfs) -> None:
         plan.add(lib.ISO_OP_MKDIR, f"mkdir({mount.target!r})", b=target, num=0o755)
     else:
         plan.add(lib.ISO_OP_MKFILE, f"create {mount.target!r}", b=target, num=0o644)
-    _mount(plan, mount.source, target, None, _sys.MS_BIND | _sys.MS_REC)
-    attrs = _sys.MOUNT_ATTR_NOSUID | _sys.MOUNT_ATTR_NODEV
-    if mount.readonly:
-        attrs |= _sys.MOUNT_ATTR_RDONLY
-    _setattr(plan, target, attrs, recursive=True)
+    plan.add(lib.ISO_OP_MOVE_MOUNT, f"bind {mount.source!r} on {mount.target!r}", b=target, num=slot)
 
 
 def _add_parents(plan: Plan, stage: str, target: str) -> None:

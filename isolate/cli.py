@@ -31,10 +31,6 @@ FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTER
 PROG = "isolate"
 
 
-class UsageError(Exception):
-    """Bad command-line usage; the message is shown after the usage line."""
-
-
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors exit 125, keeping 1-124 for the workload."""
 

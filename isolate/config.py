@@ -11,13 +11,14 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from . import namespace
+from . import capabilities, namespace
 from .errors import ConfigError
 from .mounts import Bind, Tmpfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_HOSTNAME = "isolate"
 _MAX_ID = 2**32 - 2   # (uid_t)-1 means "no change" to the kernel
+MAX_BINDS = 64        # ISO_MAX_SLOTS in _native/plan.h
 
 
 def _namespaces(value: Iterable[str]) -> frozenset[str]:
@@ -118,6 +119,7 @@ class Config:
     new_session: bool = attrs.field(default=True, converter=bool)
     die_with_parent: bool = attrs.field(default=True, converter=bool)
     pass_fds: tuple[int, ...] = attrs.field(default=(), converter=_pass_fds)
+    capabilities: frozenset[str] = attrs.field(default=None, converter=capabilities.parse)
 
     def __attrs_post_init__(self) -> None:
         _check_combinations(self)
@@ -149,10 +151,9 @@ def _check_combinations(config: Config) -> None:
             raise ConfigError(field, "needs the 'mount' namespace")
     if (config.uid_map or config.gid_map) and not config.has("user"):
         raise ConfigError("uid_map", "id maps need the 'user' namespace")
-    targets = [m.target for m in config.mounts]
-    if len(set(targets)) != len(targets):
-        dup = next(t for t in targets if targets.count(t) > 1)
-        raise ConfigError("mounts", f"two mounts target {dup}")
+    binds = sum(isinstance(m, Bind) for m in config.mounts)
+    if binds > MAX_BINDS:
+        raise ConfigError("mounts", f"at most {MAX_BINDS} bind mounts, got {binds}")
 
 
 def make_config(config: Config | None, overrides: dict) -> Config:

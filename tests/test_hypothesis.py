@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import isolate
-from conftest import RUN_TIMEOUT, child_processes, host_mountinfo, open_fds
+from conftest import RUN_TIMEOUT, child_processes, host_mountinfo, open_fds, run_in_fork
 
 NAMESPACES = ("user", "mount", "pid", "uts", "ipc", "net", "cgroup", "time")
 
@@ -136,7 +136,10 @@ def run_generated(argv: list[str], cfg: dict[str, Any], scratch: str) -> str:
 def test_generated_configs_run_or_raise_cleanly(data: st.DataObject, prepared_rootfs: str,
                                                scratch: str):
     """Any generated config runs `true` (status 0) or raises ConfigError/SpawnError,
-    leaving fds, host mounts and child processes exactly as they were."""
+    leaving fds, host mounts and child processes exactly as they were.
+
+    Each example runs in a forked child, bounded in time, so a hang fails the
+    example instead of stalling the suite."""
     rootfs_choices = ("/", prepared_rootfs, "/etc/passwd", "/nonexistent-root", "rel")
     cfg = data.draw(configs(rootfs_choices))
     argv = data.draw(st.sampled_from([["true"], ["/bin/true"], ["/usr/bin/true"]]))
@@ -144,10 +147,21 @@ def test_generated_configs_run_or_raise_cleanly(data: st.DataObject, prepared_ro
         cfg["mounts"] = [("bind", "/usr", "/usr", True, None, 0o755), *cfg["mounts"]]
     else:
         cfg.pop("rootfs_readonly", None)  # never make a real host directory writable
-    before = leak_state()
-    run_generated(argv, cfg, scratch)
-    assert leak_state() == before, f"leaked fds or host mounts with {cfg!r}"
+    outcome = run_in_fork(lambda: run_and_check_leaks(argv, cfg, scratch), timeout=60)
+    if not outcome["ok"]:
+        exc = outcome["exc"]
+        pytest.fail(f"{exc['type']} with {cfg!r}: {exc['str']}\n{exc['traceback']}")
     assert child_processes() == []
+
+
+def run_and_check_leaks(argv: list[str], cfg: dict[str, Any], scratch: str) -> str:
+    """In a forked child: run one generated config and check it leaked nothing."""
+    isolate.run(["true"], timeout=RUN_TIMEOUT)  # lazily created state is not a leak
+    before = leak_state()
+    result = run_generated(argv, cfg, scratch)
+    assert leak_state() == before, f"leaked fds or host mounts with {cfg!r}"
+    assert child_processes() == [], child_processes()
+    return result
 
 
 @settings(max_examples=300, deadline=None)
