@@ -8,12 +8,16 @@ nobody can modify, so a workload cannot overwrite a host binary through it
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
 
 PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pid1")
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+# Linux 6.3+ may create memfds non-executable (vm.memfd_noexec) unless
+# asked for MFD_EXEC; older kernels reject the flag with EINVAL.
+_MFD_EXEC = 0x10
 
 _lock = threading.Lock()
 _fd: int | None = None
@@ -31,7 +35,13 @@ def init_fd() -> int:
 def _sealed_copy(path: str) -> int:
     with open(path, "rb") as program:
         data = program.read()
-    fd = os.memfd_create("isolate-init", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create("isolate-init", flags | _MFD_EXEC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        fd = os.memfd_create("isolate-init", flags)
     try:
         view = memoryview(data)
         while view:

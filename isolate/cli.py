@@ -23,9 +23,14 @@ import signal
 import sys
 from typing import Any, Iterator, NoReturn, Optional, Sequence
 
+from . import namespace
+from .container import Container
+from .errors import ExecutableNotFound, IsolateError
+from .mounts import Bind, Tmpfs
+
 EXIT_RUNTIME_ERROR = 125
 EXIT_NOT_FOUND = 127
-NAMESPACES = ("user", "mount", "pid", "uts", "ipc", "net", "cgroup", "time")
+NAMESPACES = tuple(namespace.KINDS)
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                      signal.SIGUSR1, signal.SIGUSR2)
 PROG = "isolate"
@@ -119,26 +124,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def default_namespaces() -> tuple[str, ...]:
-    """The namespaces isolate creates by default."""
-    import isolate
-
-    try:
-        return tuple(isolate.Config().namespaces)
-    except Exception:  # Config not usable: the documented default
-        return NAMESPACES
-
-
 def make_mounts(specs: Sequence[tuple[str, str, str]]) -> list[Any]:
     """Turn ``(kind, src, dst)`` specs into isolate mount objects, in order."""
-    import isolate
-
     mounts: list[Any] = []
     for kind, src, dst in specs:
         if kind == "tmpfs":
-            mounts.append(isolate.Tmpfs(dst))
+            mounts.append(Tmpfs(dst))
         else:
-            mounts.append(isolate.Bind(src, dst, readonly=(kind == "bind")))
+            mounts.append(Bind(src, dst, readonly=(kind == "bind")))
     return mounts
 
 
@@ -166,7 +159,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.mounts:
         config["mounts"] = make_mounts(args.mounts)
     if args.share:
-        config["namespaces"] = tuple(n for n in default_namespaces() if n not in args.share)
+        config["namespaces"] = namespace.ALL - set(args.share)
     env = make_env(args.env, args.inherit_env)
     if env is not None:
         config["env"] = env
@@ -216,10 +209,8 @@ class SignalForwarder:
 
 def run_container(command: list[str], config: dict[str, Any]) -> int:
     """Run the container to its end with inherited stdio; return its returncode."""
-    import isolate
-
     with SignalForwarder().installed() as forwarder:
-        with isolate.Container(command, **config) as container:
+        with Container(command, **config) as container:
             forwarder.attach(container.process)
             return container.wait()
 
@@ -232,14 +223,12 @@ def error(message: object) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``isolate run``: returns the exit status for the calling shell."""
-    import isolate
-
     try:
         returncode = run_container(args.command, config_from_args(args))
-    except isolate.ExecutableNotFound as e:
+    except ExecutableNotFound as e:
         error(e)
         return EXIT_NOT_FOUND
-    except isolate.IsolateError as e:  # ConfigError, SpawnError and the rest
+    except IsolateError as e:  # ConfigError, SpawnError and the rest
         error(e)
         return EXIT_RUNTIME_ERROR
     return exit_status(returncode)
