@@ -217,6 +217,10 @@ int iso_child_main(void *arg)
     char go;
     ssize_t n;
 
+    /* Our copies of the parent's ends: holding the sync pipe's write end
+     * would keep us from ever seeing the parent give up. */
+    close(child->parent_fds[0]);
+    close(child->parent_fds[1]);
     if (child->plan->die_with_parent)
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* Wait for the parent to write our id maps.  EOF means it died before

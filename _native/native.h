@@ -17,6 +17,7 @@ struct iso_child {
     const struct iso_plan *plan;
     int sync_fd;                  /* read end: one byte means "maps written, go on" */
     int report_fd;                /* write end of the report pipe (close-on-exec) */
+    int parent_fds[2];            /* the parent's ends of both pipes, for the child to close */
     char *workload_stack;         /* top of the stack the workload starts on */
     volatile int workload_failed; /* set by the workload when a step failed */
     int fork_step;                /* index of the ISO_OP_FORK_WORKLOAD step */

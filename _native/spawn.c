@@ -141,7 +141,8 @@ int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
         munmap(stacks, 2 * STACK_SIZE);
         return rc;
     }
-    struct iso_child child = { plan, sync_pipe[0], report_pipe[1], stacks + 2 * STACK_SIZE, 0, -1 };
+    struct iso_child child = { plan, sync_pipe[0], report_pipe[1], { sync_pipe[1], report_pipe[0] },
+                               stacks + 2 * STACK_SIZE, 0, -1 };
 
     /* Block every signal until the child has exec'd: it must not run the
      * caller's handlers (Python's write to the interpreter's wakeup fd),

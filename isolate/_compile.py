@@ -50,6 +50,7 @@ def prepare(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> tupl
 
 def check_host(config: Config, argv: Sequence[bytes]) -> None:
     """What can be known before clone: raises ConfigError or ExecutableNotFound."""
+    _check_unprivileged_maps(config)
     _check_cwd(config)
     if config.has("mount"):
         _check_mount_targets(config)
@@ -93,10 +94,28 @@ def _add_id_maps(plan: Plan, config: Config) -> None:
     gid_map = config.gid_map or ((config.group, os.getegid(), 1),)
     plan.uid_map = "".join(f"{a} {b} {c}\n" for a, b, c in uid_map)
     plan.gid_map = "".join(f"{a} {b} {c}\n" for a, b, c in gid_map)
+    # The child keeps the caller's ids.  If a map leaves them out, it would
+    # be "nobody" inside and could not even create a file in its own /dev:
+    # switch it to mapped ids (preferably root) before it builds anything.
+    setup_gid = _mapped_id(gid_map, os.getegid(), config.group)
+    setup_uid = _mapped_id(uid_map, os.geteuid(), config.user)
+    if setup_gid is not None:
+        plan.add(lib.ISO_OP_SETGID, f"setresgid({setup_gid})", num=setup_gid)
+    if setup_uid is not None:
+        plan.add(lib.ISO_OP_SETUID, f"setresuid({setup_uid})", num=setup_uid)
     if os.geteuid() != 0:
         # An unprivileged writer may map its own gid only after giving up
         # setgroups(2) for the namespace (user_namespaces(7)).
         plan.setgroups = "deny"
+
+
+def _mapped_id(ranges: tuple[tuple[int, int, int], ...], own: int, wanted: int) -> int | None:
+    """An inside id for the setup to switch to, or None if `own` is mapped."""
+    if any(outside <= own < outside + count for _, outside, count in ranges):
+        return None
+    if any(inside == 0 for inside, _, _ in ranges):
+        return 0
+    return wanted
 
 
 def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> None:
@@ -183,3 +202,14 @@ def _check_cwd(config: Config) -> None:
     root = (config.rootfs or "/") if config.has("mount") else "/"
     if not os.path.isdir(os.path.join(root, config.cwd.lstrip("/"))):
         raise ConfigError("cwd", f"{config.cwd} is not a directory in the container")
+
+
+def _check_unprivileged_maps(config: Config) -> None:
+    """Without CAP_SETUID/CAP_SETGID, the kernel accepts one map line: our own id."""
+    if os.geteuid() == 0 or not config.has("user"):
+        return
+    for field, ranges, own in (("uid_map", config.uid_map, os.geteuid()),
+                               ("gid_map", config.gid_map, os.getegid())):
+        if ranges is not None and (len(ranges) != 1 or ranges[0][1:] != (own, 1)):
+            raise ConfigError(field, f"an unprivileged caller can only map its own id "
+                                     f"({own}) with a count of 1, got {ranges!r}")

@@ -151,9 +151,32 @@ def _check_combinations(config: Config) -> None:
             raise ConfigError(field, "needs the 'mount' namespace")
     if (config.uid_map or config.gid_map) and not config.has("user"):
         raise ConfigError("uid_map", "id maps need the 'user' namespace")
+    if not config.rootfs_readonly and config.rootfs is None:
+        raise ConfigError("rootfs_readonly", "the host's / is always bound read-only; "
+                          "give a rootfs directory to have a writable root")
+    _check_id_map("uid_map", config.uid_map, config.user, "user")
+    _check_id_map("gid_map", config.gid_map, config.group, "group")
     binds = sum(isinstance(m, Bind) for m in config.mounts)
     if binds > MAX_BINDS:
         raise ConfigError("mounts", f"at most {MAX_BINDS} bind mounts, got {binds}")
+
+
+def _check_id_map(field: str, ranges: tuple[tuple[int, int, int], ...] | None,
+                  wanted: int, wanted_field: str) -> None:
+    """The kernel's rules for a map (user_namespaces(7)), checked up front."""
+    if ranges is None:
+        return
+    if len(ranges) > 340:
+        raise ConfigError(field, f"at most 340 ranges, got {len(ranges)}")
+    for side, name in ((0, "inside"), (1, "outside")):
+        spans = sorted((r[side], r[side] + r[2]) for r in ranges)
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            if start < end:
+                raise ConfigError(field, f"ranges overlap on the {name} side: {ranges!r}")
+    if max(r[0] + r[2] for r in ranges) > _MAX_ID + 1 or max(r[1] + r[2] for r in ranges) > _MAX_ID + 1:
+        raise ConfigError(field, f"a range goes past id {_MAX_ID}: {ranges!r}")
+    if not any(inside <= wanted < inside + count for inside, _, count in ranges):
+        raise ConfigError(wanted_field, f"{wanted} is not mapped by {field} {ranges!r}")
 
 
 def make_config(config: Config | None, overrides: dict) -> Config:

@@ -11,6 +11,7 @@ import os
 import pickle
 import select
 import signal
+import sys
 import tempfile
 import time
 import traceback
@@ -30,6 +31,11 @@ except ImportError:  # pragma: no cover - hypothesis is a test dependency
     pass
 
 CI = os.environ.get("CI") == "true"
+
+#: The interpreter to run inside containers.  sys.executable may be a venv
+#: under /tmp, which the container's private /tmp hides; the real binary
+#: it links to is visible through the read-only host root.
+PYTHON = os.path.realpath(sys.executable)
 
 #: Generous bound for any single container run, only there to avoid hangs.
 RUN_TIMEOUT = 30.0

@@ -15,6 +15,7 @@ from typing import Optional
 import pytest
 
 from isolate import cli
+from conftest import PYTHON
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
@@ -103,7 +104,7 @@ def test_death_by_signal_exits_128_plus_n(sig: signal.Signals) -> None:
 def test_signal_death_without_init() -> None:
     # PID 1 ignores signals it has no handler for, except a real fault's.
     crash = "import ctypes; ctypes.string_at(0)"
-    r = isolate_run("--no-init", "--", sys.executable, "-c", crash)
+    r = isolate_run("--no-init", "--", PYTHON, "-c", crash)
     assert r.returncode == 128 + signal.SIGSEGV, r.stderr
 
 

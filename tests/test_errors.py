@@ -160,8 +160,8 @@ def test_mount_failure_in_child_names_step():
     if isinstance(err, isolate.ConfigError):
         assert "mounts" in err.field or "target" in err.field or "source" in err.field
     else:
-        assert "mount" in err.step and "/srv" in err.step, err.step
-        assert err.errno == errno.ENOTDIR
+        assert ("mount" in err.step or "bind" in err.step) and "/srv" in err.step, err.step
+        assert err.errno in (errno.ENOTDIR, errno.EINVAL)
 
 
 def test_cwd_missing_inside_container(host_dir: Path):

@@ -147,7 +147,8 @@ def test_generated_configs_run_or_raise_cleanly(data: st.DataObject, prepared_ro
         cfg["mounts"] = [("bind", "/usr", "/usr", True, None, 0o755), *cfg["mounts"]]
     else:
         cfg.pop("rootfs_readonly", None)  # never make a real host directory writable
-    outcome = run_in_fork(lambda: run_and_check_leaks(argv, cfg, scratch), timeout=60)
+    outcome = run_in_fork(lambda: run_and_check_leaks(argv, cfg, scratch),
+                          timeout=RUN_TIMEOUT)
     if not outcome["ok"]:
         exc = outcome["exc"]
         pytest.fail(f"{exc['type']} with {cfg!r}: {exc['str']}\n{exc['traceback']}")

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 import isolate
-from conftest import RUN_TIMEOUT, pids_with_cmdline, unique_sleep_arg, wait_until
+from conftest import PYTHON, RUN_TIMEOUT, pids_with_cmdline, unique_sleep_arg, wait_until
 
 #: Python workload: orphan N grandchildren that exit at once, then wait until no
 #: zombie is left in the container (bounded), print the zombie count and exit 0.
@@ -57,7 +57,7 @@ sys.exit(99)
 @contextmanager
 def start_trap(sig: int, code: int, **config) -> Iterator[isolate.Container]:
     """A running container whose workload exits with ``code`` on ``sig``, once ready."""
-    with isolate.Container([sys.executable, "-c", TRAP, str(int(sig)), str(code)],
+    with isolate.Container([PYTHON, "-c", TRAP, str(int(sig)), str(code)],
                            stdout=isolate.PIPE, **config) as c:
         assert c.process.stdout.readline() == b"ready\n"
         yield c
@@ -65,7 +65,7 @@ def start_trap(sig: int, code: int, **config) -> Iterator[isolate.Container]:
 
 def test_orphaned_zombies_reaped():
     """100 orphans that exit are reaped by the init; the workload exits cleanly."""
-    r = isolate.run([sys.executable, "-c", ORPHAN_ZOMBIES, "100"], capture_output=True,
+    r = isolate.run([PYTHON, "-c", ORPHAN_ZOMBIES, "100"], capture_output=True,
                     timeout=RUN_TIMEOUT)
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"0\n", "zombies left unreaped inside the container"

@@ -13,6 +13,7 @@ import pytest
 
 import isolate
 from conftest import (
+    PYTHON,
     RUN_TIMEOUT,
     host_mountinfo,
     host_ns,
@@ -114,11 +115,25 @@ def test_default_hostname():
 
 
 def test_hostname_change_inside_stays_inside():
-    """Renaming the host from inside the container does not rename the host."""
+    """A workload with CAP_SYS_ADMIN renames its own UTS namespace, not the host."""
     before = socket.gethostname()
-    r = sh("hostname renamed-inside && hostname")
+    r = isolate.run(["sh", "-c", "hostname renamed-inside && hostname"], capture_output=True,
+                    capabilities=["SYS_ADMIN"], timeout=RUN_TIMEOUT)
     assert lines(r) == ["renamed-inside"]
     assert socket.gethostname() == before
+
+
+def test_default_capabilities_exclude_sys_admin():
+    """By default the workload keeps Docker's set: no CAP_SYS_ADMIN, so no mount."""
+    script = "grep CapEff /proc/self/status; mount -t tmpfs x /mnt 2>/dev/null && echo mounted"
+    r = isolate.run(["sh", "-c", script], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    cap_eff = int(r.stdout.split()[1], 16)
+    assert not cap_eff & (1 << 21), r.stdout           # CAP_SYS_ADMIN
+    assert cap_eff & (1 << 0) and cap_eff & (1 << 7)   # CAP_CHOWN, CAP_SETUID kept
+    assert "mounted" not in r.stdout
+    everything = isolate.run(["grep", "CapEff", "/proc/self/status"], capture_output=True,
+                             text=True, capabilities=["ALL"], timeout=RUN_TIMEOUT)
+    assert int(everything.stdout.split()[1], 16) & (1 << 21)
 
 
 # --- ipc ---------------------------------------------------------------------
@@ -187,7 +202,7 @@ def test_loopback_tcp_works_inside():
         "c = socket.create_connection(s.getsockname(), timeout=5)\n"
         "a, _ = s.accept(); c.sendall(b'ping'); print(a.recv(4).decode())\n"
     )
-    r = isolate.run([sys.executable, "-c", script], capture_output=True, timeout=RUN_TIMEOUT)
+    r = isolate.run([PYTHON, "-c", script], capture_output=True, timeout=RUN_TIMEOUT)
     assert (r.returncode, r.stdout) == (0, b"ping\n"), r.stderr
 
 
@@ -204,7 +219,7 @@ def test_host_listener_unreachable():
         "sys.exit(1)\n"
     )
     try:
-        r = isolate.run([sys.executable, "-c", script], timeout=RUN_TIMEOUT)
+        r = isolate.run([PYTHON, "-c", script], timeout=RUN_TIMEOUT)
     finally:
         srv.close()
     assert r.returncode == 0, "connected to a host loopback listener from inside"
@@ -212,22 +227,35 @@ def test_host_listener_unreachable():
 
 # --- mounts ------------------------------------------------------------------
 
-def test_mount_made_inside_invisible_on_host():
-    """A tmpfs the workload mounts exists inside but never in the host's mount table."""
+def test_mount_made_inside_invisible_on_host(host_dir: Path):
+    """Mounts made for the container show in its mount table, never in the host's."""
+    size_kib = 4 * (1024 + int(marker()[-6:], 16) % 100000)  # page-aligned, unlike any other
+    mounts = [isolate.Bind(str(host_dir), "/mnt"), isolate.Tmpfs("/srv", size=size_kib * 1024)]
+    with isolate.Container(["sh", "-c", "echo ready; read line"], stdin=isolate.PIPE,
+                           stdout=isolate.PIPE, mounts=mounts) as c:
+        assert c.process.stdout.readline() == b"ready\n"
+        inside = Path(f"/proc/{c.pid}/mountinfo").read_text()
+        host = "\n".join(host_mountinfo())
+        c.process.stdin.write(b"done\n")
+        c.process.stdin.close()
+        assert c.wait(timeout=RUN_TIMEOUT) == 0
+    assert f" {host_dir} /mnt " in inside and f"size={size_kib}k" in inside, inside
+    assert str(host_dir) not in host and f"size={size_kib}k" not in host
+    assert not any(str(host_dir) in ln for ln in host_mountinfo())
+
+
+def test_mount_by_workload_invisible_on_host():
+    """A tmpfs the workload mounts itself (given CAP_SYS_ADMIN) stays inside."""
     tag = marker()
-    script = (f"mount -t tmpfs {tag} /mnt && grep -c {tag} /proc/self/mountinfo; "
-              "read line")
-    with isolate.Container(["sh", "-c", script], stdin=isolate.PIPE,
-                           stdout=isolate.PIPE) as c:
-        count = c.process.stdout.readline()
-        assert count == b"1\n", "mount did not happen inside"
+    script = f"mount -t tmpfs {tag} /mnt && grep -c {tag} /proc/self/mountinfo; read line"
+    with isolate.Container(["sh", "-c", script], stdin=isolate.PIPE, stdout=isolate.PIPE,
+                           capabilities=["SYS_ADMIN"]) as c:
+        assert c.process.stdout.readline() == b"1\n", "the mount did not happen inside"
         assert not any(tag in ln for ln in host_mountinfo())
-        init_mounts = Path(f"/proc/{c.pid}/mountinfo").read_text()
         c.process.stdin.write(b"done\n")
         c.process.stdin.close()
         assert c.wait(timeout=RUN_TIMEOUT) == 0
     assert not any(tag in ln for ln in host_mountinfo())
-    assert tag in init_mounts, "the container's own mount table should show it"
 
 
 def test_host_mount_table_unchanged_while_running():

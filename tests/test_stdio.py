@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import isolate
-from conftest import RUN_TIMEOUT
+from conftest import PYTHON, RUN_TIMEOUT
 
 BIG = 3 * 1024 * 1024  # > 1 MiB, well past any pipe buffer
 
@@ -37,7 +37,7 @@ def test_pipe_stdout_only():
 def test_devnull_stdout():
     """stdout=DEVNULL connects the workload's fd 1 to /dev/null."""
     script = "import os, sys; print('lost'); sys.stderr.write(os.readlink('/proc/self/fd/1'))"
-    r = isolate.run([sys.executable, "-c", script],
+    r = isolate.run([PYTHON, "-c", script],
                     stdout=isolate.DEVNULL, stderr=isolate.PIPE, timeout=RUN_TIMEOUT)
     assert r.stdout is None
     assert r.stderr == b"/dev/null"
