@@ -188,6 +188,7 @@ static int run_step(const struct iso_plan *plan, const struct iso_step *s, int *
     case ISO_OP_KEEP_FD:     return fcntl((int)s->num, F_SETFD, 0);
     case ISO_OP_RESET_SIGNALS: return do_reset_signals();
     case ISO_OP_UNSHARE:     return unshare((int)s->num);
+    case ISO_OP_SETNS:       return setns((int)s->num, (int)s->num2);
     case ISO_OP_EXEC:        return do_exec(plan);
     }
     errno = EINVAL;
@@ -202,6 +203,8 @@ void iso_run_steps(struct iso_child *child, int first)
         const struct iso_step *s = &plan->steps[i];
         if (s->op == ISO_OP_FORK_WORKLOAD)
             iso_start_workload(child, i + 1);
+        if (s->op == ISO_OP_CLONE_CHILD)
+            iso_clone_child(child, i + 1);
         if (run_step(plan, s, slots) < 0) {
             iso_report(child->report_fd, ISO_REPORT_ERROR, i, errno, 0);
             return;
@@ -211,6 +214,8 @@ void iso_run_steps(struct iso_child *child, int first)
     iso_report(child->report_fd, ISO_REPORT_ERROR, plan->nsteps, EINVAL, 0);
 }
 
+static void close_parent_fds(struct iso_child *child);
+
 int iso_child_main(void *arg)
 {
     struct iso_child *child = arg;
@@ -219,8 +224,7 @@ int iso_child_main(void *arg)
 
     /* Our copies of the parent's ends: holding the sync pipe's write end
      * would keep us from ever seeing the parent give up. */
-    close(child->parent_fds[0]);
-    close(child->parent_fds[1]);
+    close_parent_fds(child);
     if (child->plan->die_with_parent)
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* Wait for the parent to write our id maps.  EOF means it died before
@@ -233,6 +237,29 @@ int iso_child_main(void *arg)
         _exit(127);
     }
     close(child->sync_fd);
-    iso_run_steps(child, 0);
+    iso_run_steps(child, child->first_step);
+    _exit(127);
+}
+
+static void close_parent_fds(struct iso_child *child)
+{
+    close(child->parent_fds[0]);
+    close(child->parent_fds[1]);
+}
+
+void iso_clone_child(struct iso_child *child, int first)
+{
+    int flags = (int)child->plan->clone_flags | CLONE_VM | CLONE_PARENT;
+    child->first_step = first;
+    pid_t pid = clone(iso_child_main, child->child_stack, flags, child);
+    child->child_pid = pid < 0 ? -errno : pid;
+    _exit(pid < 0 ? 126 : 0);
+}
+
+int iso_joiner_main(void *arg)
+{
+    struct iso_child *child = arg;
+    close_parent_fds(child);
+    iso_run_steps(child, 0);   /* returns only on failure: ISO_OP_CLONE_CHILD exits */
     _exit(127);
 }

@@ -21,10 +21,16 @@ struct iso_child {
     char *workload_stack;         /* top of the stack the workload starts on */
     volatile int workload_failed; /* set by the workload when a step failed */
     int fork_step;                /* index of the ISO_OP_FORK_WORKLOAD step */
+    int first_step;               /* where the namespaced child starts in the plan */
+    char *child_stack;            /* top of its stack (used by the joiner) */
+    volatile int child_pid;       /* set by the joiner: the namespaced child, or -errno */
 };
 
 /* Entry point of the cloned child (a clone(2) callback). */
 int iso_child_main(void *child);
+
+/* Entry point of the joiner (plan->joiner): joins, then clones the child. */
+int iso_joiner_main(void *child);
 
 /* Run steps [first, nsteps).  Returns only when a step failed, after
  * reporting it; the caller then exits. */
@@ -34,6 +40,11 @@ void iso_run_steps(struct iso_child *child, int first);
  * pid1 program in place of the calling process.  Never returns. */
 __attribute__((noreturn))
 void iso_start_workload(struct iso_child *child, int first);
+
+/* ISO_OP_CLONE_CHILD (in the joiner): clone the namespaced child, which
+ * starts at step `first`, record its pid and exit.  Never returns. */
+__attribute__((noreturn))
+void iso_clone_child(struct iso_child *child, int first);
 
 /* Send one record on the report pipe (async-signal-safe). */
 void iso_report(int fd, int kind, int step, int err, int value);

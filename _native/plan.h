@@ -20,6 +20,8 @@ enum iso_op {
     ISO_OP_TREE_SETATTR,   /* mount_setattr(slot num, AT_RECURSIVE, attr_set=num2) */
     ISO_OP_MOVE_MOUNT,     /* move_mount(slot num -> b), then close the slot */
     ISO_OP_CAPBSET_DROP,   /* drop capabilities 0..num2 whose bit is set in num from the bounding set */
+    ISO_OP_SETNS,          /* setns(num, num2) */
+    ISO_OP_CLONE_CHILD,    /* (joiner only) clone the namespaced child, which goes on after this step */
     ISO_OP_SETSID,         /* setsid() */
     ISO_OP_SETGROUPS,      /* setgroups(0, NULL) */
     ISO_OP_SETGID,         /* setresgid(num, num, num) */
@@ -62,6 +64,11 @@ struct iso_report {
 
 struct iso_plan {
     unsigned long long clone_flags;  /* CLONE_NEW* flags */
+    /* Set when the plan joins namespaces: a first child (the joiner) runs
+     * the ISO_OP_SETNS steps, then clones the namespaced child at
+     * ISO_OP_CLONE_CHILD, as a child of the caller (CLONE_PARENT), so that
+     * the namespaces it creates are owned by those it joined. */
+    int joiner;
     int die_with_parent;             /* PR_SET_PDEATHSIG(SIGKILL) in the child */
     const struct iso_step *steps;
     int nsteps;

@@ -50,6 +50,28 @@ static pid_t clone_child(struct iso_child *child, char *stack_top, int *pidfd)
     return pid;
 }
 
+/* With namespaces to join, the joiner has joined them and cloned the
+ * namespaced child as our child.  Reap the joiner and take over the child;
+ * returns its pid, or -1 with the failed step in res. */
+static pid_t take_joined_child(struct iso_child *child, pid_t joiner, int *pidfd,
+                               int report_fd, struct iso_result *res)
+{
+    while (waitpid(joiner, NULL, 0) < 0 && errno == EINTR)
+        ;
+    if (child->child_pid > 0) {
+        /* CLONE_PIDFD put the joiner's pidfd in the joiner's fd table; the
+         * child is ours and unreaped, so its pid cannot be reused here. */
+        *pidfd = (int)syscall(SYS_pidfd_open, child->child_pid, 0);
+        return child->child_pid;
+    }
+    if (child->child_pid < 0)
+        return fail(res, ISO_STEP_CLONE, -child->child_pid);
+    struct iso_report rec = { 0, 0, 0, 0 };
+    if (read(report_fd, &rec, sizeof rec) == (ssize_t)sizeof rec && rec.kind == ISO_REPORT_ERROR)
+        return fail(res, rec.step, rec.err);
+    return fail(res, ISO_STEP_CLONE, ECHILD);
+}
+
 static int write_file(int pid, const char *name, const char *text)
 {
     char path[64];
@@ -142,21 +164,29 @@ int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
         return rc;
     }
     struct iso_child child = { plan, sync_pipe[0], report_pipe[1], { sync_pipe[1], report_pipe[0] },
-                               stacks + 2 * STACK_SIZE, 0, -1 };
+                               stacks + 2 * STACK_SIZE, 0, -1, 0, stacks + STACK_SIZE, 0 };
 
     /* Block every signal until the child has exec'd: it must not run the
      * caller's handlers (Python's write to the interpreter's wakeup fd),
      * and while it shares our memory nothing of ours may touch errno. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = clone_child(&child, stacks + STACK_SIZE, &pidfd);
+    pid_t pid;
+    if (plan->joiner)   /* it runs on the workload's stack: it is gone before that is used */
+        pid = clone(iso_joiner_main, stacks + 2 * STACK_SIZE, CLONE_VM | SIGCHLD, &child);
+    else
+        pid = clone_child(&child, stacks + STACK_SIZE, &pidfd);
     int clone_errno = errno;
     close_fd(&sync_pipe[0]);
     close_fd(&report_pipe[1]);
+    if (pid < 0)
+        rc = fail(res, ISO_STEP_CLONE, clone_errno);
+    else if (plan->joiner)
+        pid = take_joined_child(&child, pid, &pidfd, report_pipe[0], res);
     if (pid < 0) {
         close_fd(&sync_pipe[1]);
         close_fd(&report_pipe[0]);
-        rc = fail(res, ISO_STEP_CLONE, clone_errno);
+        rc = -1;
     } else if ((rc = release_child(plan, pid, &sync_pipe[1], report_pipe[0], res,
                                    &execed_in_place)) < 0) {
         /* The child exits by itself after a failure; once it is reaped,

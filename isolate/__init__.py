@@ -9,9 +9,10 @@ See docs/api.md for the whole public API.
 from .config import Config
 from .container import CompletedProcess, Container, run
 from .errors import (CalledProcessError, ConfigError, ExecutableNotFound, IsolateError,
-                     SpawnError, TimeoutExpired, UserNamespaceError)
+                     NamespaceError, SpawnError, TimeoutExpired, UserNamespaceError)
 from .mounts import Bind, Tmpfs
 from .namespace import ALL as ALL_NAMESPACES
+from .namespace import Namespace
 from .process import Process
 from ._stdio import DEVNULL, PIPE, STDOUT
 
@@ -20,6 +21,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ALL_NAMESPACES", "Bind", "CalledProcessError", "CompletedProcess", "Config",
     "ConfigError", "Container", "DEVNULL", "ExecutableNotFound", "IsolateError",
-    "PIPE", "Process", "STDOUT", "SpawnError", "TimeoutExpired", "Tmpfs",
+    "Namespace", "NamespaceError", "PIPE", "Process", "STDOUT", "SpawnError", "TimeoutExpired", "Tmpfs",
     "UserNamespaceError", "run",
 ]

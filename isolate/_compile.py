@@ -62,8 +62,9 @@ def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) ->
     """The plan for running argv; stdio holds the child's fds for 0, 1, 2 (-1: inherit)."""
     # clone(2) has no room for CLONE_NEWTIME: the child unshares it, and the
     # exec that follows moves it into the new time namespace.
-    flags = clone_flags(config.namespaces - {"time"})
+    flags = clone_flags(config.created - {"time"})
     plan = Plan(clone_flags=flags, die_with_parent=config.die_with_parent)
+    _add_joins(plan, config)
     _add_id_maps(plan, config)
     if config.has("time"):
         plan.add(lib.ISO_OP_UNSHARE, "unshare(CLONE_NEWTIME)", num=clone_flags(["time"]))
@@ -80,6 +81,19 @@ def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) ->
     _add_workload_steps(plan, config, stdio)
     _add_exec(plan, config, argv)
     return plan
+
+
+def _add_joins(plan: Plan, config: Config) -> None:
+    """setns steps for a first child, which then clones the namespaced one.
+
+    The user namespace goes first: joining it grants the capabilities
+    needed to join the others it owns."""
+    if not config.join:
+        return
+    plan.joiner = True
+    for ns in sorted(config.join, key=lambda ns: ns.kind != "user"):
+        plan.add(lib.ISO_OP_SETNS, f"setns({ns!r})", num=ns.fd, num2=clone_flags([ns.kind]))
+    plan.add(lib.ISO_OP_CLONE_CHILD, "clone into the new namespaces")
 
 
 def uses_init(config: Config) -> bool:
@@ -125,10 +139,7 @@ def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> Non
     drop = capabilities.drop_mask(config.capabilities, last)
     if drop:
         plan.add(lib.ISO_OP_CAPBSET_DROP, "drop capabilities from the bounding set", num=drop, num2=last)
-    if plan.setgroups != "deny":
-        plan.add(lib.ISO_OP_SETGROUPS, "setgroups([])")
-    plan.add(lib.ISO_OP_SETGID, f"setresgid({config.group})", num=config.group)
-    plan.add(lib.ISO_OP_SETUID, f"setresuid({config.user})", num=config.user)
+    _add_credentials(plan, config)
     if config.die_with_parent and not uses_init(config):
         # A change of credentials clears the parent-death signal: set it again.
         plan.add(lib.ISO_OP_PDEATHSIG, "prctl(PR_SET_PDEATHSIG, SIGKILL)", num=9)
@@ -140,6 +151,19 @@ def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> Non
     for fd in config.pass_fds:
         plan.add(lib.ISO_OP_KEEP_FD, f"keep fd {fd} open", num=fd)
     plan.add(lib.ISO_OP_RESET_SIGNALS, "reset signal dispositions and mask")
+
+
+def _add_credentials(plan: Plan, config: Config) -> None:
+    """Groups, gid, uid.  Without a user namespace, an unprivileged caller
+    keeps its own ids (check_host refused any other); only root may drop
+    supplementary groups (an unprivileged user namespace denies setgroups)."""
+    in_userns = config.has("user") or config.joins("user")
+    if os.geteuid() != 0 and not in_userns:
+        return
+    if os.geteuid() == 0:
+        plan.add(lib.ISO_OP_SETGROUPS, "setgroups([])")
+    plan.add(lib.ISO_OP_SETGID, f"setresgid({config.group})", num=config.group)
+    plan.add(lib.ISO_OP_SETUID, f"setresuid({config.user})", num=config.user)
 
 
 def _add_exec(plan: Plan, config: Config, argv: Sequence[bytes]) -> None:
@@ -197,16 +221,24 @@ def _check_mount_targets(config: Config) -> None:
 
 def _check_cwd(config: Config) -> None:
     """A cwd that plainly does not exist fails here rather than in chdir."""
-    if config.has("mount") and _under(config.cwd, _rootfs.mount_targets(config)):
-        return   # inside a fresh mount: only the child can tell
+    if config.joins("mount") or (config.has("mount")
+                                 and _under(config.cwd, _rootfs.mount_targets(config))):
+        return   # inside a joined or fresh mount: only the child can tell
     root = (config.rootfs or "/") if config.has("mount") else "/"
     if not os.path.isdir(os.path.join(root, config.cwd.lstrip("/"))):
         raise ConfigError("cwd", f"{config.cwd} is not a directory in the container")
 
 
 def _check_unprivileged_maps(config: Config) -> None:
-    """Without CAP_SETUID/CAP_SETGID, the kernel accepts one map line: our own id."""
-    if os.geteuid() == 0 or not config.has("user"):
+    """Without CAP_SETUID/CAP_SETGID, the kernel accepts one map line: our own
+    id; and without any user namespace, the ids cannot change at all."""
+    if os.geteuid() == 0:
+        return
+    if not (config.has("user") or config.joins("user")):
+        if config.user or config.group:
+            raise ConfigError("user", "changing ids needs root or a user namespace")
+        return
+    if not config.has("user"):
         return
     for field, ranges, own in (("uid_map", config.uid_map, os.geteuid()),
                                ("gid_map", config.gid_map, os.getegid())):

@@ -35,6 +35,7 @@ class Plan:
 
     clone_flags: int
     die_with_parent: bool
+    joiner: bool = False
     steps: list[Step] = attrs.field(factory=list)
     setgroups: str | None = None
     uid_map: str | None = None
@@ -75,6 +76,7 @@ class NativePlan:
         self.struct = ffi.new("struct iso_plan *")
         self.struct.clone_flags = plan.clone_flags
         self.struct.die_with_parent = int(plan.die_with_parent)
+        self.struct.joiner = int(plan.joiner)
         self.struct.steps = steps
         self.struct.nsteps = len(plan.steps)
         self.struct.setgroups = self._cstr(plan.setgroups)

@@ -14,6 +14,7 @@ import attrs
 from . import capabilities, namespace
 from .errors import ConfigError
 from .mounts import Bind, Tmpfs
+from .namespace import Namespace
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_HOSTNAME = "isolate"
@@ -92,6 +93,23 @@ def _id_map(field: str):
     return convert
 
 
+def _join(value: Iterable[Namespace]) -> tuple[Namespace, ...]:
+    joined = tuple(value)
+    kinds = set()
+    for ns in joined:
+        if not isinstance(ns, Namespace):
+            raise ConfigError("join", f"expected isolate.Namespace objects, got {ns!r}")
+        if ns.fd < 0:
+            raise ConfigError("join", f"{ns!r} is closed")
+        if ns.kind == "time":
+            raise ConfigError("join", "a time namespace cannot be joined: the kernel refuses "
+                                      "a process that shares its memory, as isolate's spawn does")
+        if ns.kind in kinds:
+            raise ConfigError("join", f"two {ns.kind} namespaces to join")
+        kinds.add(ns.kind)
+    return joined
+
+
 def _pass_fds(value: Iterable[int]) -> tuple[int, ...]:
     fds = tuple(sorted(set(value)))
     for fd in fds:
@@ -120,18 +138,31 @@ class Config:
     die_with_parent: bool = attrs.field(default=True, converter=bool)
     pass_fds: tuple[int, ...] = attrs.field(default=(), converter=_pass_fds)
     capabilities: frozenset[str] = attrs.field(default=None, converter=capabilities.parse)
+    join: tuple[Namespace, ...] = attrs.field(default=(), converter=_join)
 
     def __attrs_post_init__(self) -> None:
         _check_combinations(self)
 
     def key(self) -> tuple:
-        """Every field, hashable (env as pairs): equal keys, equal plans."""
-        return tuple(tuple(v.items()) if isinstance(v, dict) else v
-                     for v in attrs.astuple(self, recurse=False))
+        """Every field, hashable: equal keys, equal plans (a joined namespace
+        counts by its fd, which is what the plan holds)."""
+        fields = attrs.asdict(self, recurse=False)
+        fields["env"] = tuple(self.env.items())
+        fields["join"] = tuple((ns.kind, ns.fd) for ns in self.join)
+        return tuple(fields.values())
 
     def has(self, kind: str) -> bool:
         """Whether the container gets a new namespace of this kind."""
-        return kind in self.namespaces
+        return kind in self.namespaces and not self.joins(kind)
+
+    @property
+    def created(self) -> frozenset[str]:
+        """The kinds of namespace the container creates (listed and not joined)."""
+        return frozenset(kind for kind in self.namespaces if self.has(kind))
+
+    def joins(self, kind: str) -> bool:
+        """Whether the container joins an existing namespace of this kind."""
+        return any(ns.kind == kind for ns in self.join)
 
     @property
     def effective_hostname(self) -> str | None:

@@ -17,7 +17,8 @@ from ._compile import prepare, uses_init
 from ._spawn import spawn
 from ._stdio import PIPE, open_stdio
 from .config import Config, make_config
-from .errors import CalledProcessError, ConfigError, TimeoutExpired
+from .errors import CalledProcessError, ConfigError, IsolateError, NamespaceError, TimeoutExpired
+from .namespace import Namespace
 from .process import Process
 
 
@@ -55,6 +56,7 @@ class Container:
         self.config = make_config(config, kwargs)
         self._stdio_choice = (stdin, stdout, stderr)
         self.process: Process | None = None
+        self._execs: list[Process] = []
 
     def __enter__(self) -> Container:
         if self.process is None:
@@ -100,6 +102,38 @@ class Container:
         """Like Popen.communicate()."""
         return self._running().communicate(input, timeout)
 
+    def exec(self, args: Sequence[str | bytes | os.PathLike], *, wait: bool = True,
+             **kwargs: Any) -> CompletedProcess | Process:
+        """Run another command inside this running container.
+
+        It joins every namespace the container created (but time, which the
+        kernel will not let isolate's spawn join), with the container's env,
+        cwd, user, group and capabilities unless `kwargs` says otherwise.
+        With wait=True, `kwargs` are those of run() and the result is a
+        CompletedProcess; with wait=False it is the started Process, which
+        the caller waits for."""
+        process = self._running()
+        if process.poll() is not None:
+            raise IsolateError(f"cannot exec into {self!r}: it has exited")
+        stdio = {k: kwargs.pop(k) for k in ("stdin", "stdout", "stderr") if k in kwargs}
+        joined = _open_namespaces(process.pid, self.config.created - {"time"})
+        try:
+            config = _exec_config(self.config, joined, kwargs, wait)
+            if wait:
+                return run(args, config=config, **stdio, **kwargs)
+            started = Container(args, config=config, **stdio).start()
+        finally:
+            for ns in joined:
+                ns.close()
+        self._execs.append(started)
+        process.while_waiting = self._reap_execs
+        return started
+
+    def _reap_execs(self) -> None:
+        """Reap exec'd processes that ended: they are our children, and the
+        container's PID 1 cannot finish exiting while they are zombies."""
+        self._execs = [p for p in self._execs if p.poll() is None]
+
     def kill(self) -> None:
         """SIGKILL the container (every process in its PID namespace)."""
         self._running().kill()
@@ -111,12 +145,43 @@ class Container:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        for process in self._execs:
+            process.kill()
+            process.wait()
+        self._execs.clear()
         self.process.close()
 
     def _running(self) -> Process:
         if self.process is None:
             raise RuntimeError("the container has not been started")
         return self.process
+
+
+_RUN_ONLY = ("input", "capture_output", "timeout", "check", "text")
+
+
+def _open_namespaces(pid: int, kinds: frozenset[str]) -> list[Namespace]:
+    joined: list[Namespace] = []
+    try:
+        for kind in sorted(kinds):
+            joined.append(Namespace.of(pid, kind))
+    except NamespaceError as exc:
+        for ns in joined:
+            ns.close()
+        raise IsolateError(f"cannot exec into container {pid}: {exc}") from None
+    return joined
+
+
+def _exec_config(base: Config, joined: list[Namespace], kwargs: dict, wait: bool) -> Config:
+    """The container's process settings, joining its namespaces, creating none."""
+    inherited = {"env": base.env, "cwd": base.cwd, "user": base.user, "group": base.group,
+                 "capabilities": base.capabilities, "new_session": base.new_session,
+                 "die_with_parent": base.die_with_parent}
+    own = {k: kwargs.pop(k) for k in list(kwargs) if k not in _RUN_ONLY}
+    if not wait and any(k in kwargs for k in _RUN_ONLY):
+        raise ConfigError("exec", f"{', '.join(k for k in _RUN_ONLY if k in kwargs)} "
+                                  f"only apply with wait=True")
+    return make_config(None, {**inherited, **own, "namespaces": (), "join": tuple(joined)})
 
 
 def run(args: Sequence[str | bytes | os.PathLike], *, input: bytes | str | None = None,

@@ -59,3 +59,7 @@ class TimeoutExpired(IsolateError, subprocess.TimeoutExpired):
 
 class CalledProcessError(IsolateError, subprocess.CalledProcessError):
     """run(check=True) saw a non-zero return code."""
+
+
+class NamespaceError(IsolateError, OSError):
+    """A namespace could not be opened, joined, created or pinned."""

@@ -1,10 +1,20 @@
-"""Namespace kinds: their names, as users write them, and clone flags."""
+"""Namespaces: their kinds, and Namespace objects that hold one open.
+
+A Namespace owns a file descriptor for a namespace (from /proc/PID/ns/KIND,
+a pinned file, or a freshly created namespace); two are equal when they
+name the same namespace (same device and inode).  run(join=[...]) makes a
+container join it instead of creating that kind.
+"""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterable, Iterator
 
 from . import _sys
-from .errors import ConfigError
+from ._stdio import PIPE
+from .errors import ConfigError, NamespaceError
 
 #: Every namespace kind isolate can create, by the name users give it.
 KINDS: dict[str, int] = {
@@ -21,17 +31,30 @@ KINDS: dict[str, int] = {
 #: The default: a new namespace of every kind.
 ALL: frozenset[str] = frozenset(KINDS)
 
+#: Other spellings: /proc/PID/ns names the mount namespace "mnt".
+ALIASES = {"mnt": "mount"}
+
+#: Kinds a thread of a multi-threaded process may join (setns(2)): user
+#: and mount need an unshared fs and thread group, time an unshared mm, and
+#: a pid namespace would only apply to the thread's future children.
+THREAD_JOINABLE = frozenset({"net", "uts", "ipc", "cgroup"})
+
+_NS_GET_NSTYPE = 0xB703   # _IO(0xb7, 0x3), linux/nsfs.h
+
+
+def canonical(kind: str, field: str = "kind") -> str:
+    """The canonical name of a namespace kind ("mnt" -> "mount")."""
+    name = ALIASES.get(kind, kind) if isinstance(kind, str) else kind
+    if name not in KINDS:
+        raise ConfigError(field, f"unknown namespace {kind!r} (choose from {', '.join(KINDS)})")
+    return name
+
 
 def parse_kinds(names: Iterable[str] | str) -> frozenset[str]:
     """Validate namespace names; raises ConfigError naming a bad one."""
     if isinstance(names, str):
         raise ConfigError("namespaces", f"expected a collection of names, got the string {names!r}")
-    kinds = frozenset(names)
-    for name in kinds:
-        if name not in KINDS:
-            choices = ", ".join(KINDS)
-            raise ConfigError("namespaces", f"unknown namespace {name!r} (choose from {choices})")
-    return kinds
+    return frozenset(canonical(name, "namespaces") for name in names)
 
 
 def clone_flags(kinds: Iterable[str]) -> int:
@@ -40,3 +63,145 @@ def clone_flags(kinds: Iterable[str]) -> int:
     for name in kinds:
         flags |= KINDS[name]
     return flags
+
+
+def proc_name(kind: str) -> str:
+    """The file name of a kind under /proc/PID/ns."""
+    return "mnt" if kind == "mount" else kind
+
+
+class Namespace:
+    """An open namespace of one kind.  Close it (or use `with`) when done."""
+
+    def __init__(self, fd: int, kind: str) -> None:
+        self.fd = fd
+        self.kind = kind
+        st = os.fstat(fd)
+        self.dev, self.inode = st.st_dev, st.st_ino
+        self._pins: list[str] = []
+
+    @classmethod
+    def of(cls, pid: int, kind: str) -> Namespace:
+        """The namespace of `kind` that process `pid` is in."""
+        kind = canonical(kind)
+        return cls._open(f"/proc/{pid}/ns/{proc_name(kind)}", kind)
+
+    @classmethod
+    def current(cls, kind: str) -> Namespace:
+        """The namespace of `kind` the calling thread is in."""
+        kind = canonical(kind)
+        return cls._open(f"/proc/thread-self/ns/{proc_name(kind)}", kind)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> Namespace:
+        """A namespace file (pinned, or under /proc); its kind comes from the kernel."""
+        fd = _open_fd(os.fspath(path))
+        try:
+            nstype = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+            kind = next(k for k, flag in KINDS.items() if flag == nstype)
+        except (OSError, StopIteration):
+            os.close(fd)
+            raise NamespaceError(f"{os.fspath(path)} is not a namespace file") from None
+        return cls(fd, kind)
+
+    @classmethod
+    def create(cls, kind: str, pin: str | os.PathLike | None = None) -> Namespace:
+        """A new namespace of `kind` (like `ip netns add` with pin=...)."""
+        kind = canonical(kind)
+        if kind == "pid":
+            raise ConfigError("kind", "a new pid namespace dies with its first process; "
+                                      "create it with run() or Container()")
+        ns = _create(kind)
+        if pin is not None:
+            try:
+                ns.pin(pin)
+            except BaseException:
+                ns.close()
+                raise
+        return ns
+
+    @classmethod
+    def _open(cls, path: str, kind: str) -> Namespace:
+        return cls(_open_fd(path), kind)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Namespace):
+            return NotImplemented
+        return (self.dev, self.inode) == (other.dev, other.inode)
+
+    def __hash__(self) -> int:
+        return hash((self.dev, self.inode))
+
+    def __repr__(self) -> str:
+        return f"<isolate.Namespace {self.kind}:[{self.inode}] fd={self.fd}>"
+
+    def __enter__(self) -> Namespace:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the fd (pins stay: unpin() removes them)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[Namespace]:
+        """Join this namespace in the calling thread; return on exit, even on error."""
+        if self.kind not in THREAD_JOINABLE:
+            raise NamespaceError(f"a thread of a multi-threaded process cannot join a "
+                                 f"{self.kind} namespace; use isolate.run(..., join=[ns]) "
+                                 f"to run a command in it")
+        nstype = KINDS[self.kind]
+        with Namespace.current(self.kind) as home:
+            _setns(self.fd, nstype, self)
+            try:
+                yield self
+            finally:
+                _setns(home.fd, nstype, home)
+
+    def pin(self, path: str | os.PathLike) -> None:
+        """Bind-mount the namespace at `path` so it outlives every process and fd."""
+        path = os.path.abspath(os.fspath(path))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a"):
+            pass
+        try:
+            _sys.mount(f"/proc/self/fd/{self.fd}", path, None, _sys.MS_BIND)
+        except OSError as exc:
+            os.unlink(path)
+            raise NamespaceError(exc.errno, f"pin {self.kind} namespace at {path}: "
+                                            f"{exc.strerror}") from None
+        self._pins.append(path)
+
+    def unpin(self) -> None:
+        """Undo every pin() of this object: unmount and remove the files."""
+        while self._pins:
+            path = self._pins.pop()
+            _sys.umount2(path, _sys.MNT_DETACH)
+            os.unlink(path)
+
+
+def _open_fd(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NamespaceError(exc.errno, f"open {path}: {exc.strerror}") from None
+
+
+def _setns(fd: int, nstype: int, ns: Namespace) -> None:
+    try:
+        _sys.setns(fd, nstype)
+    except OSError as exc:
+        raise NamespaceError(exc.errno, f"setns into {ns!r}: {exc.strerror}") from None
+
+
+def _create(kind: str) -> Namespace:
+    """Start a process in a new namespace of `kind`, keep the namespace, end it."""
+    from .container import Container   # container.py imports this module
+
+    kinds = {kind} if os.geteuid() == 0 else {kind, "user"}
+    with Container(["cat"], namespaces=kinds, init=False, stdin=PIPE) as holder:
+        return Namespace.of(holder.pid, kind)

@@ -14,7 +14,7 @@ import signal
 import struct
 import threading
 import time
-from typing import IO
+from typing import IO, Callable
 
 from ._communicate import communicate
 from ._native import lib
@@ -43,6 +43,9 @@ class Process:
             os.close(report_fd)
         self._lock = threading.Lock()
         self._pending: dict = {}
+        #: Called while waiting (Container sets it to reap its exec'd
+        #: processes: PID 1 cannot finish exiting while they are unreaped).
+        self.while_waiting: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"<isolate.Process pid={self.pid} returncode={self.returncode}>"
@@ -55,16 +58,27 @@ class Process:
         """Wait for the container to end; raises TimeoutExpired after `timeout` s."""
         if self.returncode is not None:
             return self.returncode
-        if timeout is not None:
-            poller = select.poll()
-            poller.register(self.pidfd, select.POLLIN)
-            deadline = time.monotonic() + timeout
-            while not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
-                if time.monotonic() >= deadline:
-                    raise TimeoutExpired(self.args, timeout)
+        if timeout is not None or self.while_waiting is not None:
+            self._poll_until_exit(timeout)
         code = self._reap(block=True)
         assert code is not None
         return code
+
+    def _poll_until_exit(self, timeout: float | None) -> None:
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # With a while_waiting hook, wake up now and then to run it.
+        step = None if self.while_waiting is None else 0.05
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = left if step is None else (step if left is None else min(step, left))
+            if self.while_waiting is not None:
+                self.while_waiting()
+            if poller.poll(None if wait is None else wait * 1000):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutExpired(self.args, timeout)
 
     def send_signal(self, sig: int) -> None:
         """Send `sig` to the container's PID 1 (its init forwards it)."""
