@@ -221,6 +221,8 @@ def _check_mount_targets(config: Config) -> None:
 
 def _check_cwd(config: Config) -> None:
     """A cwd that plainly does not exist fails here rather than in chdir."""
+    if config.cwd == "/":
+        return   # every root has one
     if config.joins("mount") or (config.has("mount")
                                  and _under(config.cwd, _rootfs.mount_targets(config))):
         return   # inside a joined or fresh mount: only the child can tell

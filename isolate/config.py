@@ -139,26 +139,35 @@ class Config:
     pass_fds: tuple[int, ...] = attrs.field(default=(), converter=_pass_fds)
     capabilities: frozenset[str] = attrs.field(default=None, converter=capabilities.parse)
     join: tuple[Namespace, ...] = attrs.field(default=(), converter=_join)
+    # Derived once (the class is frozen): asked for on every spawn.
+    _created: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
+    _key: tuple = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        joined = {ns.kind for ns in self.join}
+        object.__setattr__(self, "_created", self.namespaces - joined)
+        object.__setattr__(self, "_key", self._make_key())
         _check_combinations(self)
 
-    def key(self) -> tuple:
-        """Every field, hashable: equal keys, equal plans (a joined namespace
-        counts by its fd, which is what the plan holds)."""
-        fields = attrs.asdict(self, recurse=False)
+    def _make_key(self) -> tuple:
+        fields = {f.name: getattr(self, f.name) for f in attrs.fields(Config) if f.init}
         fields["env"] = tuple(self.env.items())
         fields["join"] = tuple((ns.kind, ns.fd) for ns in self.join)
         return tuple(fields.values())
 
+    def key(self) -> tuple:
+        """Every field, hashable: equal keys, equal plans (a joined namespace
+        counts by its fd, which is what the plan holds)."""
+        return self._key
+
     def has(self, kind: str) -> bool:
         """Whether the container gets a new namespace of this kind."""
-        return kind in self.namespaces and not self.joins(kind)
+        return kind in self._created
 
     @property
     def created(self) -> frozenset[str]:
         """The kinds of namespace the container creates (listed and not joined)."""
-        return frozenset(kind for kind in self.namespaces if self.has(kind))
+        return self._created
 
     def joins(self, kind: str) -> bool:
         """Whether the container joins an existing namespace of this kind."""
@@ -213,6 +222,8 @@ def _check_id_map(field: str, ranges: tuple[tuple[int, int, int], ...] | None,
 def make_config(config: Config | None, overrides: dict) -> Config:
     """The Config for run()/Container(): `config`, or one built from keywords."""
     if config is None:
+        if not overrides:
+            return _DEFAULT
         try:
             return Config(**overrides)
         except TypeError as exc:
@@ -221,3 +232,6 @@ def make_config(config: Config | None, overrides: dict) -> Config:
         return attrs.evolve(config, **overrides)
     return config
 
+
+
+_DEFAULT = Config()
