@@ -7,7 +7,7 @@
 See docs/api.md for the whole public API.
 """
 from .config import Config
-from .container import CompletedProcess, Container, run
+from .container import CompletedProcess, Container, exec_in, run
 from .errors import (CalledProcessError, ConfigError, ExecutableNotFound, IsolateError,
                      NamespaceError, SpawnError, TimeoutExpired, UserNamespaceError)
 from .mounts import Bind, Tmpfs
@@ -22,5 +22,5 @@ __all__ = [
     "ALL_NAMESPACES", "Bind", "CalledProcessError", "CompletedProcess", "Config",
     "ConfigError", "Container", "DEVNULL", "ExecutableNotFound", "IsolateError",
     "Namespace", "NamespaceError", "PIPE", "Process", "STDOUT", "SpawnError", "TimeoutExpired", "Tmpfs",
-    "UserNamespaceError", "run",
+    "UserNamespaceError", "exec_in", "run",
 ]

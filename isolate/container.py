@@ -115,18 +115,10 @@ class Container:
         process = self._running()
         if process.poll() is not None:
             raise IsolateError(f"cannot exec into {self!r}: it has exited")
-        stdio = {k: kwargs.pop(k) for k in ("stdin", "stdout", "stderr") if k in kwargs}
-        joined = _open_namespaces(process.pid, self.config.created - {"time"})
-        try:
-            config = _exec_config(self.config, joined, kwargs, wait)
-            if wait:
-                return run(args, config=config, **stdio, **kwargs)
-            started = Container(args, config=config, **stdio).start()
-        finally:
-            for ns in joined:
-                ns.close()
-        self._execs.append(started)
-        process.while_waiting = self._reap_execs
+        started = exec_in(process.pid, self.config, args, wait=wait, **kwargs)
+        if not wait:
+            self._execs.append(started)
+            process.while_waiting = self._reap_execs
         return started
 
     def _reap_execs(self) -> None:
@@ -158,6 +150,22 @@ class Container:
 
 
 _RUN_ONLY = ("input", "capture_output", "timeout", "check", "text")
+
+
+def exec_in(pid: int, base: Config, args: Sequence[str | bytes | os.PathLike], *,
+            wait: bool = True, **kwargs: Any) -> CompletedProcess | Process:
+    """Run `args` in the namespaces that `base` created for the container
+    whose PID 1 is `pid` (see Container.exec, which is this for a Container)."""
+    stdio = {k: kwargs.pop(k) for k in ("stdin", "stdout", "stderr") if k in kwargs}
+    joined = _open_namespaces(pid, base.created - {"time"})
+    try:
+        config = _exec_config(base, joined, kwargs, wait)
+        if wait:
+            return run(args, config=config, **stdio, **kwargs)
+        return Container(args, config=config, **stdio).start()
+    finally:
+        for ns in joined:
+            ns.close()
 
 
 def _open_namespaces(pid: int, kinds: frozenset[str]) -> list[Namespace]:
