@@ -23,7 +23,7 @@ from ._plan import NativePlan, Plan
 from .config import Config
 from .errors import ConfigError, ExecutableNotFound
 from .mounts import Bind
-from .namespace import clone_flags
+from .namespace import Namespace, clone_flags
 
 
 _CACHE_SIZE = 32
@@ -84,16 +84,27 @@ def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) ->
 
 
 def _add_joins(plan: Plan, config: Config) -> None:
-    """setns steps for a first child, which then clones the namespaced one.
-
-    The user namespace goes first: joining it grants the capabilities
-    needed to join the others it owns."""
+    """setns steps for a first child, which then clones the namespaced one."""
     if not config.join:
         return
     plan.joiner = True
-    for ns in sorted(config.join, key=lambda ns: ns.kind != "user"):
+    for ns in _join_order(config.join):
         plan.add(lib.ISO_OP_SETNS, f"setns({ns!r})", num=ns.fd, num2=clone_flags([ns.kind]))
     plan.add(lib.ISO_OP_CLONE_CHILD, "clone into the new namespaces")
+
+
+def _join_order(joined: Sequence[Namespace]) -> list[Namespace]:
+    """Namespaces owned by our own user namespace first (joining another
+    user namespace gives up our capabilities over them), then the user
+    namespace (it grants those over the namespaces it owns), then the rest."""
+    with Namespace.current("user") as here:
+        def ours(ns: Namespace) -> bool:
+            with ns.owner() as owner:
+                return owner == here
+        first = [ns for ns in joined if ns.kind != "user" and ours(ns)]
+    user = [ns for ns in joined if ns.kind == "user"]
+    rest = [ns for ns in joined if ns not in first and ns not in user]
+    return first + user + rest
 
 
 def uses_init(config: Config) -> bool:

@@ -40,10 +40,19 @@ def stage_of(config: Config) -> str:
     return config.rootfs if config.rootfs is not None else HOST_ROOT_STAGE
 
 
+def fresh_proc(config: Config) -> bool:
+    """Whether the container gets a /proc of its own pid namespace.
+
+    Mounting proc needs CAP_SYS_ADMIN over the pid namespace's owner: a new
+    pid namespace, or a joined one unless a new user namespace (which would
+    not own it) is created; otherwise the host's /proc stays, read-only."""
+    return config.has("pid") or (config.joins("pid") and not config.has("user"))
+
+
 def mount_targets(config: Config) -> list[str]:
     """Paths inside the container that are covered by a fresh mount."""
     targets = ["/dev", "/tmp"]
-    if config.has("pid"):
+    if fresh_proc(config):
         targets.append("/proc")
     if config.has("net"):
         targets.append("/sys")
@@ -60,7 +69,7 @@ def add_rootfs_steps(plan: Plan, config: Config) -> None:
     _make_mountpoints(plan, config, stage)
     if config.rootfs_readonly:
         _setattr(plan, stage, _sys.MOUNT_ATTR_RDONLY, recursive=True)
-    if config.has("pid"):
+    if fresh_proc(config):
         _mount(plan, "proc", stage + "/proc", "proc", NOSUID_NODEV_NOEXEC)
     if config.has("net"):
         _mount(plan, "sysfs", stage + "/sys", "sysfs", NOSUID_NODEV_NOEXEC | _sys.MS_RDONLY)

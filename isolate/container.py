@@ -106,8 +106,8 @@ class Container:
              **kwargs: Any) -> CompletedProcess | Process:
         """Run another command inside this running container.
 
-        It joins every namespace the container created (but time, which the
-        kernel will not let isolate's spawn join), with the container's env,
+        It joins every namespace of the container, created or joined (but
+        time, which the kernel will not let isolate's spawn join), with the container's env,
         cwd, user, group and capabilities unless `kwargs` says otherwise.
         With wait=True, `kwargs` are those of run() and the result is a
         CompletedProcess; with wait=False it is the started Process, which
@@ -157,7 +157,8 @@ def exec_in(pid: int, base: Config, args: Sequence[str | bytes | os.PathLike], *
     """Run `args` in the namespaces that `base` created for the container
     whose PID 1 is `pid` (see Container.exec, which is this for a Container)."""
     stdio = {k: kwargs.pop(k) for k in ("stdin", "stdout", "stderr") if k in kwargs}
-    joined = _open_namespaces(pid, base.created - {"time"})
+    kinds = base.created | {ns.kind for ns in base.join}
+    joined = _open_namespaces(pid, kinds - {"time"})
     try:
         config = _exec_config(base, joined, kwargs, wait)
         if wait:

@@ -39,7 +39,8 @@ ALIASES = {"mnt": "mount"}
 #: a pid namespace would only apply to the thread's future children.
 THREAD_JOINABLE = frozenset({"net", "uts", "ipc", "cgroup"})
 
-_NS_GET_NSTYPE = 0xB703   # _IO(0xb7, 0x3), linux/nsfs.h
+_NS_GET_USERNS = 0xB701   # _IO(0xb7, 0x1), linux/nsfs.h
+_NS_GET_NSTYPE = 0xB703   # _IO(0xb7, 0x3)
 
 
 def canonical(kind: str, field: str = "kind") -> str:
@@ -140,6 +141,13 @@ class Namespace:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def owner(self) -> Namespace:
+        """The user namespace that owns this one (for a user namespace: its parent)."""
+        try:
+            return Namespace(fcntl.ioctl(self.fd, _NS_GET_USERNS), "user")
+        except OSError as exc:
+            raise NamespaceError(exc.errno, f"owner of {self!r}: {exc.strerror}") from None
 
     def close(self) -> None:
         """Close the fd (pins stay: unpin() removes them)."""

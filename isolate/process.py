@@ -117,6 +117,9 @@ class Process:
                     stream.close()
                 except BrokenPipeError:
                     pass
+        self._close_fds()
+
+    def _close_fds(self) -> None:
         if self._report_fd >= 0:
             os.close(self._report_fd)
             self._report_fd = -1
@@ -135,6 +138,7 @@ class Process:
             self.returncode = self._workload_status(info)
             free_stacks(self._stacks)
             self._stacks = None
+            self._close_fds()   # a reaped process needs neither
             return self.returncode
 
     def _workload_status(self, info: os.waitid_result) -> int:
