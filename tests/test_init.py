@@ -33,7 +33,7 @@ def zombies():
                 with open(f"/proc/{p}/stat") as f:
                     if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                         count += 1
-            except FileNotFoundError:
+            except OSError:   # gone meanwhile: ENOENT on open, ESRCH on read
                 pass
     return count
 
