@@ -14,13 +14,15 @@ from .mounts import Bind, Tmpfs
 from .namespace import ALL as ALL_NAMESPACES
 from .namespace import Namespace
 from .process import Process
+from .state import ContainerExists, ContainerNotFound, ContainerState, StateDir, StateError
 from ._stdio import DEVNULL, PIPE, STDOUT
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ALL_NAMESPACES", "Bind", "CalledProcessError", "CompletedProcess", "Config",
-    "ConfigError", "Container", "DEVNULL", "ExecutableNotFound", "IsolateError",
-    "Namespace", "NamespaceError", "PIPE", "Process", "STDOUT", "SpawnError", "TimeoutExpired", "Tmpfs",
-    "UserNamespaceError", "exec_in", "run",
+    "ConfigError", "Container", "ContainerExists", "ContainerNotFound",
+    "ContainerState", "DEVNULL", "ExecutableNotFound", "IsolateError", "Namespace",
+    "NamespaceError", "PIPE", "Process", "STDOUT", "SpawnError", "StateDir",
+    "StateError", "TimeoutExpired", "Tmpfs", "UserNamespaceError", "exec_in", "run",
 ]

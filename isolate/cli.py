@@ -21,12 +21,15 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from typing import Any, Iterator, NoReturn, Optional, Sequence
 
-from . import namespace
+from . import named, namespace
+from .config import Config
 from .container import Container
 from .errors import ExecutableNotFound, IsolateError
 from .mounts import Bind, Tmpfs
+from .state import ContainerState, StateDir
 
 EXIT_RUNTIME_ERROR = 125
 EXIT_NOT_FOUND = 127
@@ -94,33 +97,90 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     opt("--gid", type=int, metavar="N", help="group id inside (default: 0)")
     opt("--no-init", action="store_true",
         help="run the command itself as PID 1, without the reaping init")
-    opt("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
-        help="the command to run and its arguments")
+    opt("--name", help="name the container, to exec into, kill or remove it later")
+    opt("-d", "--detach", action="store_true",
+        help="start it in the background (output in the state directory) and print its name")
+    _add_command(run)
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    """The ``isolate`` argument parser and its ``run`` subcommand's parser."""
+def _add_command(parser: argparse.ArgumentParser, nargs: str = argparse.REMAINDER) -> None:
+    parser.add_argument("command", nargs=nargs, metavar="-- CMD [ARG...]",
+                        help="the command to run and its arguments")
+
+
+def _add_exec_options(exec_: argparse.ArgumentParser) -> None:
+    opt = exec_.add_argument
+    opt("name", help="the container's name")
+    opt("--env", action="append", type=_env_item, default=[], metavar="KEY=VALUE",
+        help="set an environment variable (on top of the container's)")
+    opt("--cwd", metavar="DIR", help="working directory (default: the container's)")
+    opt("--uid", type=int, metavar="N", help="user id (default: the container's)")
+    opt("--gid", type=int, metavar="N", help="group id (default: the container's)")
+    # Not REMAINDER: after the NAME positional it would swallow the options;
+    # the command comes after "--" (see parse_args).
+    _add_command(exec_, nargs="*")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``isolate`` argument parser and its subcommands' parsers."""
     parser = _Parser(prog=PROG, description="Run commands in isolated Linux containers.")
+    parser.add_argument("--root", metavar="DIR",
+                        help="state directory of named containers (default: /run/isolate "
+                             "for root, $XDG_RUNTIME_DIR/isolate otherwise)")
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    run = sub.add_parser("run", help="run a command in a new container",
-                         description="Run CMD in a new container and exit with its status.")
-    _add_run_options(run)
-    return parser, run
+    commands = {
+        "run": sub.add_parser("run", help="run a command in a new container",
+                              description="Run CMD in a new container and exit with its status."),
+        "exec": sub.add_parser("exec", help="run a command in a running named container",
+                               description="Run CMD in the namespaces of a named container."),
+        "ps": sub.add_parser("ps", help="list named containers"),
+        "kill": sub.add_parser("kill", help="send a signal to a named container"),
+        "rm": sub.add_parser("rm", help="forget a stopped named container"),
+    }
+    _add_run_options(commands["run"])
+    _add_exec_options(commands["exec"])
+    commands["kill"].add_argument("name")
+    commands["kill"].add_argument("-s", "--signal", default="KILL", type=_signal,
+                                  help="signal name or number (default: KILL)")
+    commands["rm"].add_argument("name")
+    commands["rm"].add_argument("-f", "--force", action="store_true",
+                                help="kill it first if it is running")
+    return parser, commands
+
+
+def _signal(value: str) -> int:
+    """An argparse type: "TERM", "SIGTERM" or "15" to a signal number."""
+    if value.isdigit():
+        return int(value)
+    name = value.upper()
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"unknown signal {value!r}") from None
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse the command line; usage errors exit 125 with a message."""
-    parser, run = build_parser()
+    parser, commands = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" is the command: argparse's REMAINDER
+    # would otherwise swallow options that follow a positional (exec NAME).
+    after: list[str] | None = None
+    if "--" in argv:
+        at = argv.index("--")
+        argv, after = argv[:at], argv[at + 1:]
     args, unknown = parser.parse_known_args(argv)
+    sub = commands[args.subcommand]
     if unknown:
-        run.error(f"unrecognized arguments: {' '.join(unknown)}")
-    command = list(args.command)
-    if command[:1] == ["--"]:
-        command = command[1:]
-    if not command:
-        run.error("missing command (isolate run [options] -- CMD [ARG...])")
-    args.command = command
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if hasattr(args, "command"):
+        command = list(args.command) + (after or [])
+        if after is None and command[:1] == ["--"]:
+            command = command[1:]
+        if not command:
+            sub.error(f"missing command (isolate {args.subcommand} [options] -- CMD [ARG...])")
+        args.command = command
     return args
 
 
@@ -207,10 +267,10 @@ class SignalForwarder:
                 signal.signal(sig, handler)
 
 
-def run_container(command: list[str], config: dict[str, Any]) -> int:
+def run_container(command: list[str], config: Config) -> int:
     """Run the container to its end with inherited stdio; return its returncode."""
     with SignalForwarder().installed() as forwarder:
-        with Container(command, **config) as container:
+        with Container(command, config=config) as container:
             forwarder.attach(container.process)
             return container.wait()
 
@@ -222,22 +282,80 @@ def error(message: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``isolate run``: returns the exit status for the calling shell."""
-    try:
-        returncode = run_container(args.command, config_from_args(args))
-    except ExecutableNotFound as e:
-        error(e)
-        return EXIT_NOT_FOUND
-    except IsolateError as e:  # ConfigError, SpawnError and the rest
-        error(e)
-        return EXIT_RUNTIME_ERROR
-    return exit_status(returncode)
+    """``isolate run``: the workload's exit status (0 once started with -d)."""
+    config = Config(**config_from_args(args))
+    if args.detach:
+        record = named.start_detached(StateDir(args.root), args.name or named.new_name(),
+                                      args.command, config)
+        print(record.name)
+        return 0
+    if args.name:
+        return exit_status(run_recorded(StateDir(args.root), args.name, args.command, config))
+    return exit_status(run_container(args.command, config))
+
+
+def run_recorded(states: StateDir, name: str, command: list[str], config: Config) -> int:
+    """Run in the foreground under a name (exec-able meanwhile); returns its returncode."""
+    with SignalForwarder().installed() as forwarder:
+        with Container(command, config=config) as container:
+            forwarder.attach(container.process)
+            states.save(ContainerState.for_process(name, container.pid, container.args, config))
+            returncode = container.wait()
+            states.update(name, lambda record: record.stopped(returncode))
+            return returncode
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    """``isolate exec NAME -- CMD``: the command's exit status."""
+    overrides: dict[str, Any] = {}
+    if args.env:
+        overrides["env"] = {**_saved_env(args), **dict(args.env)}
+    for option, keyword in (("cwd", "cwd"), ("uid", "user"), ("gid", "group")):
+        if getattr(args, option) is not None:
+            overrides[keyword] = getattr(args, option)
+    result = named.exec_named(StateDir(args.root), args.name, args.command, **overrides)
+    return exit_status(result.returncode)
+
+
+def _saved_env(args: argparse.Namespace) -> dict[str, str]:
+    return dict(named.running(StateDir(args.root), args.name).config.get("env", {}))
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    """``isolate ps``: one line per named container."""
+    print(f"{'NAME':<20} {'PID':>8} {'STATUS':<8} {'CREATED':<19} COMMAND")
+    for record in StateDir(args.root).list():
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        print(f"{record.name:<20} {record.pid:>8} {record.status():<8} {created:<19} "
+              f"{' '.join(record.argv)}")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    """``isolate kill NAME``."""
+    named.kill_named(StateDir(args.root), args.name, args.signal)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    """``isolate rm NAME``."""
+    named.remove_named(StateDir(args.root), args.name, force=args.force)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "exec": cmd_exec, "ps": cmd_ps, "kill": cmd_kill, "rm": cmd_rm}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``isolate`` console script and ``python -m isolate``."""
     args = parse_args(argv)
     try:
-        return cmd_run(args)
+        return COMMANDS[args.subcommand](args)
+    except ExecutableNotFound as e:
+        error(e)
+        return EXIT_NOT_FOUND
+    except IsolateError as e:  # ConfigError, SpawnError, StateError and the rest
+        error(e)
+        return EXIT_RUNTIME_ERROR
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
