@@ -252,7 +252,10 @@ void iso_clone_child(struct iso_child *child, int first)
     int flags = (int)child->plan->clone_flags | CLONE_VM | CLONE_PARENT;
     child->first_step = first;
     pid_t pid = clone(iso_child_main, child->child_stack, flags, child);
-    child->child_pid = pid < 0 ? -errno : pid;
+    if (child->plan->joiner_forks)   /* our memory is a copy: tell the parent by pipe */
+        iso_report(child->report_fd, ISO_REPORT_CHILD, 0, pid < 0 ? errno : 0, pid);
+    else
+        child->child_pid = pid < 0 ? -errno : pid;
     _exit(pid < 0 ? 126 : 0);
 }
 

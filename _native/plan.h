@@ -40,6 +40,7 @@ enum iso_report_kind {
     ISO_REPORT_ERROR = 1,  /* step failed: step index, errno */
     ISO_REPORT_EXECED,     /* init mode: the workload was exec'd (pid1 is being exec'd) */
     ISO_REPORT_EXIT,       /* init mode: the workload ended, value = wait status */
+    ISO_REPORT_CHILD,      /* a forked joiner cloned the child: value = its pid, err = clone's errno */
 };
 
 /* Detached mount trees (ISO_OP_OPEN_TREE) a plan may hold at once. */
@@ -69,6 +70,11 @@ struct iso_plan {
      * ISO_OP_CLONE_CHILD, as a child of the caller (CLONE_PARENT), so that
      * the namespaces it creates are owned by those it joined. */
     int joiner;
+    /* The joiner is forked (its own copy of memory) instead of sharing
+     * ours: needed to join a time namespace, which setns refuses to a
+     * process that shares its memory.  It reports the child's pid on the
+     * report pipe (ISO_REPORT_CHILD). */
+    int joiner_forks;
     int die_with_parent;             /* PR_SET_PDEATHSIG(SIGKILL) in the child */
     const struct iso_step *steps;
     int nsteps;

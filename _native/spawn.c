@@ -50,6 +50,20 @@ static pid_t clone_child(struct iso_child *child, char *stack_top, int *pidfd)
     return pid;
 }
 
+/* A forked joiner reports the child it cloned (or its error) on the pipe. */
+static pid_t take_reported_child(int report_fd, int *pidfd, struct iso_result *res)
+{
+    struct iso_report rec = { 0, 0, 0, 0 };
+    if (read(report_fd, &rec, sizeof rec) != (ssize_t)sizeof rec)
+        return fail(res, ISO_STEP_CLONE, ECHILD);
+    if (rec.kind == ISO_REPORT_ERROR)
+        return fail(res, rec.step, rec.err);
+    if (rec.kind != ISO_REPORT_CHILD || rec.value <= 0)
+        return fail(res, ISO_STEP_CLONE, rec.err ? rec.err : ECHILD);
+    *pidfd = (int)syscall(SYS_pidfd_open, rec.value, 0);
+    return rec.value;
+}
+
 /* With namespaces to join, the joiner has joined them and cloned the
  * namespaced child as our child.  Reap the joiner and take over the child;
  * returns its pid, or -1 with the failed step in res. */
@@ -58,6 +72,8 @@ static pid_t take_joined_child(struct iso_child *child, pid_t joiner, int *pidfd
 {
     while (waitpid(joiner, NULL, 0) < 0 && errno == EINTR)
         ;
+    if (child->plan->joiner_forks)
+        return take_reported_child(report_fd, pidfd, res);
     if (child->child_pid > 0) {
         /* CLONE_PIDFD put the joiner's pidfd in the joiner's fd table; the
          * child is ours and unreaped, so its pid cannot be reused here. */
@@ -173,7 +189,8 @@ int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t pid;
     if (plan->joiner)   /* it runs on the workload's stack: it is gone before that is used */
-        pid = clone(iso_joiner_main, stacks + 2 * STACK_SIZE, CLONE_VM | SIGCHLD, &child);
+        pid = clone(iso_joiner_main, stacks + 2 * STACK_SIZE,
+                    (plan->joiner_forks ? 0 : CLONE_VM) | SIGCHLD, &child);
     else
         pid = clone_child(&child, stacks + STACK_SIZE, &pidfd);
     int clone_errno = errno;

@@ -88,6 +88,9 @@ def _add_joins(plan: Plan, config: Config) -> None:
     if not config.join:
         return
     plan.joiner = True
+    # setns(CLONE_NEWTIME) refuses a process sharing its memory: the joiner
+    # then forks (a copy of this process: slower, only for this case).
+    plan.joiner_forks = config.joins("time")
     for ns in _join_order(config.join):
         plan.add(lib.ISO_OP_SETNS, f"setns({ns!r})", num=ns.fd, num2=clone_flags([ns.kind]))
     plan.add(lib.ISO_OP_CLONE_CHILD, "clone into the new namespaces")

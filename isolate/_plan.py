@@ -36,6 +36,7 @@ class Plan:
     clone_flags: int
     die_with_parent: bool
     joiner: bool = False
+    joiner_forks: bool = False
     steps: list[Step] = attrs.field(factory=list)
     setgroups: str | None = None
     uid_map: str | None = None
@@ -77,6 +78,7 @@ class NativePlan:
         self.struct.clone_flags = plan.clone_flags
         self.struct.die_with_parent = int(plan.die_with_parent)
         self.struct.joiner = int(plan.joiner)
+        self.struct.joiner_forks = int(plan.joiner_forks)
         self.struct.steps = steps
         self.struct.nsteps = len(plan.steps)
         self.struct.setgroups = self._cstr(plan.setgroups)

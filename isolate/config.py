@@ -101,9 +101,6 @@ def _join(value: Iterable[Namespace]) -> tuple[Namespace, ...]:
             raise ConfigError("join", f"expected isolate.Namespace objects, got {ns!r}")
         if ns.fd < 0:
             raise ConfigError("join", f"{ns!r} is closed")
-        if ns.kind == "time":
-            raise ConfigError("join", "a time namespace cannot be joined: the kernel refuses "
-                                      "a process that shares its memory, as isolate's spawn does")
         if ns.kind in kinds:
             raise ConfigError("join", f"two {ns.kind} namespaces to join")
         kinds.add(ns.kind)

@@ -106,8 +106,7 @@ class Container:
              **kwargs: Any) -> CompletedProcess | Process:
         """Run another command inside this running container.
 
-        It joins every namespace of the container, created or joined (but
-        time, which the kernel will not let isolate's spawn join), with the container's env,
+        It joins every namespace of the container, created or joined, with the container's env,
         cwd, user, group and capabilities unless `kwargs` says otherwise.
         With wait=True, `kwargs` are those of run() and the result is a
         CompletedProcess; with wait=False it is the started Process, which
@@ -158,7 +157,7 @@ def exec_in(pid: int, base: Config, args: Sequence[str | bytes | os.PathLike], *
     whose PID 1 is `pid` (see Container.exec, which is this for a Container)."""
     stdio = {k: kwargs.pop(k) for k in ("stdin", "stdout", "stderr") if k in kwargs}
     kinds = base.created | {ns.kind for ns in base.join}
-    joined = _open_namespaces(pid, kinds - {"time"})
+    joined = _open_namespaces(pid, kinds)
     try:
         config = _exec_config(base, joined, kwargs, wait)
         if wait:
@@ -173,7 +172,12 @@ def _open_namespaces(pid: int, kinds: frozenset[str]) -> list[Namespace]:
     joined: list[Namespace] = []
     try:
         for kind in sorted(kinds):
-            joined.append(Namespace.of(pid, kind))
+            if kind == "time":
+                # PID 1 enters its time namespace when it execs the init,
+                # which may not have happened yet: its children's is the one.
+                joined.append(Namespace.from_path(f"/proc/{pid}/ns/time_for_children"))
+            else:
+                joined.append(Namespace.of(pid, kind))
     except NamespaceError as exc:
         for ns in joined:
             ns.close()

@@ -1,6 +1,6 @@
 """Container.exec(): a new process inside a running container.
 
-It joins the container's namespaces (but time), cgroup, root and cwd, and
+It joins the container's namespaces, cgroup, root and cwd, and
 runs with its env, user, group and capabilities, returning a
 CompletedProcess like run(), or a Process with wait=False.  All checks run
 against real containers and compare with what the kernel shows.
@@ -34,9 +34,9 @@ from conftest import (
     wait_until,
 )
 
-#: isolate kind -> /proc/PID/ns name, for every kind exec joins (all but time).
+#: isolate kind -> /proc/PID/ns name, for every kind exec joins.
 JOINED = {"user": "user", "mount": "mnt", "pid": "pid", "uts": "uts", "ipc": "ipc",
-          "net": "net", "cgroup": "cgroup"}
+          "net": "net", "cgroup": "cgroup", "time": "time"}
 
 
 # --- helpers ---------------------------------------------------------------
@@ -149,7 +149,7 @@ def test_exec_same_uid_map():
     pytest.param(isolate.ALL_NAMESPACES - {"pid", "cgroup"}, id="no-pid-cgroup"),
 ])
 def test_exec_joins_exactly_the_containers_namespaces(created: frozenset[str]):
-    """exec's namespaces (all kinds but time) are the workload's, whichever the container created."""
+    """exec's namespaces (time included) are the workload's, whichever the container created."""
     with Sleeper(namespaces=created) as s:
         p = s.container.exec(["sleep", unique_sleep_arg()], wait=False)
         try:

@@ -543,14 +543,16 @@ def test_join_user_and_pid_of_a_container():
         assert comm == "isolate-init", "/proc inside must show the joined pid namespace"
 
 
-def test_join_time_raises_config_error():
-    """A time namespace cannot be joined: ConfigError naming "join", before anything runs."""
-    with isolate.Namespace.current("time") as t:
-        with pytest.raises(isolate.ConfigError) as info:
-            isolate.run(["true"], join=[t], timeout=RUN_TIMEOUT)
-        assert info.value.field == "join"
-        with pytest.raises(isolate.ConfigError):
-            isolate.Config(join=[t])
+def test_join_time_namespace_of_a_container():
+    """A container's time namespace can be joined (the joiner forks for it): the workload is in it."""
+    with isolate.Container(["sleep", unique_sleep_arg()]) as c:
+        comm = Path(f"/proc/{c.pid}/comm")
+        assert wait_until(lambda: comm.read_text() == "isolate-init\n")   # time ns applies at exec
+        with isolate.Namespace.of(c.pid, "time") as t, isolate.Namespace.current("time") as ours:
+            assert t != ours
+            r = isolate.run(["readlink", "/proc/self/ns/time"], join=[t], capture_output=True,
+                            timeout=RUN_TIMEOUT)
+            assert r.stdout.decode().strip() == f"time:[{t.inode}]"
 
 
 def test_join_accepts_only_namespaces():
