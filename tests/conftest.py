@@ -190,7 +190,8 @@ def assert_no_leaks(before: dict[str, Any], after: dict[str, Any]) -> None:
             problems.append(f"new {key}: {added}")
     if after["mounts"] != before["mounts"]:
         new = [m for m in after["mounts"] if m not in before["mounts"]]
-        problems.append(f"host mount table changed; new lines: {new}")
+        gone = [m for m in before["mounts"] if m not in after["mounts"]]
+        problems.append(f"host mount table changed; new lines: {new}; gone: {gone}")
     if after["children"]:
         problems.append(f"leftover child processes: {after['children']}")
     assert not problems, "; ".join(problems)
