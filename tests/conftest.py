@@ -9,8 +9,10 @@ from __future__ import annotations
 import ctypes
 import os
 import pickle
+import pwd
 import select
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -354,3 +356,42 @@ def host_dir() -> Iterable[Path]:
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
+
+
+# --- the unprivileged user for rootless tests --------------------------------
+
+ROOTLESS_USER = "isolate-rootless"
+
+
+def drop_to(uid: int, gid: int) -> Callable[[], None]:
+    """A run_in_fork setup turning the child into uid/gid, dumpable again
+    (setuid cleared it; /proc/self/uid_map must stay ours to write)."""
+    def setup() -> None:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        prctl_set_dumpable()
+    return setup
+
+
+@pytest.fixture(scope="session")
+def rootless_ids() -> tuple[int, int]:
+    """(uid, gid) of an unprivileged system user, created if missing."""
+    require(os.geteuid() == 0, "creating the rootless test user needs root")
+    try:
+        pw = pwd.getpwnam(ROOTLESS_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", ROOTLESS_USER], check=True)
+        pw = pwd.getpwnam(ROOTLESS_USER)
+    return pw.pw_uid, pw.pw_gid
+
+
+@pytest.fixture(scope="session")
+def rootless(rootless_ids: tuple[int, int]) -> tuple[int, int]:
+    """The rootless user's ids, once we know the host lets it create a user namespace."""
+    def probe() -> bool:
+        libc_unshare(CLONE_NEWUSER)
+        return True
+    require(run_in_fork(probe, setup=drop_to(*rootless_ids))["ok"],
+            "the host forbids unprivileged user namespaces")
+    return rootless_ids

@@ -9,8 +9,6 @@ against real containers and compare with what the kernel shows.
 from __future__ import annotations
 
 import os
-import pwd
-import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,14 +17,11 @@ import pytest
 
 import isolate
 from conftest import (
-    CLONE_NEWUSER,
+    drop_to,
     RUN_TIMEOUT,
     assert_no_leaks,
-    libc_unshare,
     marker,
     pids_with_cmdline,
-    prctl_set_dumpable,
-    require,
     run_in_fork,
     snapshot,
     unique_sleep_arg,
@@ -311,37 +306,6 @@ def test_exec_wait_false_leaves_no_leaks():
 
 # --- rootless ----------------------------------------------------------------
 
-ROOTLESS_USER = "isolate-rootless"
-
-
-@pytest.fixture(scope="module")
-def rootless() -> tuple[int, int]:
-    """(uid, gid) of an unprivileged user allowed to create user namespaces."""
-    require(os.geteuid() == 0, "creating the rootless test user needs root")
-    try:
-        pw = pwd.getpwnam(ROOTLESS_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", ROOTLESS_USER], check=True)
-        pw = pwd.getpwnam(ROOTLESS_USER)
-    ids = (pw.pw_uid, pw.pw_gid)
-
-    def probe() -> bool:
-        libc_unshare(CLONE_NEWUSER)
-        return True
-
-    require(run_in_fork(probe, setup=drop_to(*ids))["ok"],
-            "the host forbids unprivileged user namespaces")
-    return ids
-
-
-def drop_to(uid: int, gid: int) -> Callable[[], None]:
-    """A fork setup turning the child into uid/gid, dumpable again."""
-    def setup() -> None:
-        os.setgroups([])
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-        prctl_set_dumpable()
-    return setup
 
 
 def warm_up() -> None:

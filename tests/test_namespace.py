@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
-import pwd
 import select
 import socket
 import struct
@@ -22,15 +21,12 @@ import pytest
 
 import isolate
 from conftest import (
-    CLONE_NEWUSER,
+    drop_to,
     PYTHON,
     RUN_TIMEOUT,
     host_mountinfo,
     host_ns,
-    libc_unshare,
     open_fds,
-    prctl_set_dumpable,
-    require,
     run_in_fork,
     unique_sleep_arg,
     unwrap,
@@ -420,7 +416,7 @@ def test_pin_survives_close_and_unpin_removes_it(tmp_path: Path):
     mounts_before = host_mountinfo()
     ns = isolate.Namespace.create("net", pin=pin)
     try:
-        kind, inode, dev = ns.kind, ns.inode, ns.dev
+        inode, dev = ns.inode, ns.dev
         assert str(pin) in mount_points()
         ns.close()
         with isolate.Namespace.from_path(pin) as again:
@@ -564,37 +560,6 @@ def test_join_accepts_only_namespaces():
 
 # --- rootless ----------------------------------------------------------------
 
-ROOTLESS_USER = "isolate-rootless"
-
-
-@pytest.fixture(scope="module")
-def rootless() -> tuple[int, int]:
-    """(uid, gid) of an unprivileged user allowed to create user namespaces."""
-    require(os.geteuid() == 0, "creating the rootless test user needs root")
-    try:
-        pw = pwd.getpwnam(ROOTLESS_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", ROOTLESS_USER], check=True)
-        pw = pwd.getpwnam(ROOTLESS_USER)
-    ids = (pw.pw_uid, pw.pw_gid)
-
-    def probe() -> bool:
-        libc_unshare(CLONE_NEWUSER)
-        return True
-
-    require(run_in_fork(probe, setup=drop_to(*ids))["ok"],
-            "the host forbids unprivileged user namespaces")
-    return ids
-
-
-def drop_to(uid: int, gid: int) -> Callable[[], None]:
-    """A fork setup turning the child into uid/gid, dumpable again."""
-    def setup() -> None:
-        os.setgroups([])
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-        prctl_set_dumpable()
-    return setup
 
 
 def test_rootless_create_and_identity(rootless: tuple[int, int], host_dir: Path):

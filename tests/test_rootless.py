@@ -9,9 +9,7 @@ loaded, nothing needs to be read from /root again.
 from __future__ import annotations
 
 import os
-import pwd
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,43 +17,18 @@ import pytest
 
 import isolate
 from conftest import (
+    drop_to,
     CLONE_NEWUSER,
     RUN_TIMEOUT,
     libc_unshare,
     open_fds,
     pids_with_cmdline,
     prctl_set_dumpable,
-    require,
     run_in_fork,
     unique_sleep_arg,
     unwrap,
     wait_until,
 )
-
-USER = "isolate-rootless"
-
-
-@pytest.fixture(scope="session")
-def rootless_ids() -> tuple[int, int]:
-    """(uid, gid) of an unprivileged system user, created if missing."""
-    require(os.geteuid() == 0, "creating the rootless test user needs root")
-    try:
-        pw = pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", USER], check=True)
-        pw = pwd.getpwnam(USER)
-    return pw.pw_uid, pw.pw_gid
-
-
-def drop_to(uid: int, gid: int) -> Callable[[], None]:
-    """A setup function that turns the forked child into uid/gid, dumpable."""
-    def setup() -> None:
-        os.setgroups([])
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-        prctl_set_dumpable()  # setuid cleared it; /proc/self/uid_map must stay ours
-    return setup
-
 
 def warm_up() -> None:
     """Load every lazily imported part of isolate while still root."""
@@ -70,22 +43,6 @@ def as_user(ids: tuple[int, int], fn: Callable[[], Any]) -> dict[str, Any]:
     """Run ``fn`` as the rootless user in a forked child; return its outcome."""
     warm_up()
     return run_in_fork(fn, setup=drop_to(*ids), timeout=60)
-
-
-def rootless_userns_available(ids: tuple[int, int]) -> bool:
-    """Whether the host lets the rootless user create a user namespace at all."""
-    def probe() -> bool:
-        libc_unshare(CLONE_NEWUSER)
-        return True
-    return run_in_fork(probe, setup=drop_to(*ids))["ok"]
-
-
-@pytest.fixture(scope="session")
-def rootless(rootless_ids: tuple[int, int]) -> tuple[int, int]:
-    """The rootless user's ids, once we know the host allows unprivileged user namespaces."""
-    require(rootless_userns_available(rootless_ids),
-            "the host forbids unprivileged user namespaces")
-    return rootless_ids
 
 
 def test_rootless_run_works(rootless: tuple[int, int]):
