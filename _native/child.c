@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/capability.h>
 #include <linux/mount.h>
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -73,12 +74,22 @@ static int do_move_mount(const struct iso_step *s, int *slots)
 
 static int do_capbset_drop(const struct iso_step *s)
 {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+
     for (unsigned long cap = 0; cap <= s->num2; cap++) {
         if ((s->num >> cap) & 1UL)
             if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
                 return -1;
     }
-    return 0;
+    /* Nothing may come back through exec but what the bounding set keeps:
+     * no inheritable or ambient capabilities (the CVE-2022-27650 class). */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return -1;
+    if (syscall(SYS_capget, &header, data) < 0)
+        return -1;
+    data[0].inheritable = data[1].inheritable = 0;
+    return (int)syscall(SYS_capset, &header, data);
 }
 
 static int do_mkfile(const struct iso_step *s)
@@ -170,6 +181,7 @@ static int run_step(const struct iso_plan *plan, const struct iso_step *s, int *
     case ISO_OP_MOVE_MOUNT:  return do_move_mount(s, slots);
     case ISO_OP_CAPBSET_DROP: return do_capbset_drop(s);
     case ISO_OP_MOUNT:       return mount(s->a, s->b, s->c, s->num, s->d);
+    case ISO_OP_NO_NEW_PRIVS: return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     case ISO_OP_SETATTR:     return do_setattr(s);
     case ISO_OP_MKDIR:       return (mkdir(s->b, (mode_t)s->num) < 0 && errno != EEXIST) ? -1 : 0;
     case ISO_OP_MKFILE:      return do_mkfile(s);

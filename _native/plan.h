@@ -19,7 +19,9 @@ enum iso_op {
     ISO_OP_OPEN_TREE,      /* slot num = open_tree(b, OPEN_TREE_CLONE | AT_RECURSIVE) */
     ISO_OP_TREE_SETATTR,   /* mount_setattr(slot num, AT_RECURSIVE, attr_set=num2) */
     ISO_OP_MOVE_MOUNT,     /* move_mount(slot num -> b), then close the slot */
-    ISO_OP_CAPBSET_DROP,   /* drop capabilities 0..num2 whose bit is set in num from the bounding set */
+    ISO_OP_CAPBSET_DROP,   /* drop capabilities 0..num2 whose bit is set in num from the
+                              bounding set; clear the inheritable and ambient sets */
+    ISO_OP_NO_NEW_PRIVS,   /* prctl(PR_SET_NO_NEW_PRIVS, 1) */
     ISO_OP_SETNS,          /* setns(num, num2) */
     ISO_OP_CLONE_CHILD,    /* (joiner only) clone the namespaced child, which goes on after this step */
     ISO_OP_SETSID,         /* setsid() */

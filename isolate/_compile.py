@@ -151,8 +151,8 @@ def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> Non
         plan.add(lib.ISO_OP_SETSID, "setsid()")
     last = capabilities.last_cap()
     drop = capabilities.drop_mask(config.capabilities, last)
-    if drop:
-        plan.add(lib.ISO_OP_CAPBSET_DROP, "drop capabilities from the bounding set", num=drop, num2=last)
+    plan.add(lib.ISO_OP_CAPBSET_DROP, "drop capabilities (bounding set, inheritable, ambient)",
+             num=drop, num2=last)
     _add_credentials(plan, config)
     if config.die_with_parent and not uses_init(config):
         # A change of credentials clears the parent-death signal: set it again.
@@ -164,6 +164,8 @@ def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> Non
     plan.add(lib.ISO_OP_CLOEXEC_ALL, "close_range(3, ~0, CLOSE_RANGE_CLOEXEC)")
     for fd in config.pass_fds:
         plan.add(lib.ISO_OP_KEEP_FD, f"keep fd {fd} open", num=fd)
+    if config.no_new_privs:
+        plan.add(lib.ISO_OP_NO_NEW_PRIVS, "prctl(PR_SET_NO_NEW_PRIVS, 1)")
     plan.add(lib.ISO_OP_RESET_SIGNALS, "reset signal dispositions and mask")
 
 

@@ -135,6 +135,7 @@ class Config:
     die_with_parent: bool = attrs.field(default=True, converter=bool)
     pass_fds: tuple[int, ...] = attrs.field(default=(), converter=_pass_fds)
     capabilities: frozenset[str] = attrs.field(default=None, converter=capabilities.parse)
+    no_new_privs: bool = attrs.field(default=True, converter=bool)
     join: tuple[Namespace, ...] = attrs.field(default=(), converter=_join)
     # Derived once (the class is frozen): asked for on every spawn.
     _created: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
