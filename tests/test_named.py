@@ -108,7 +108,8 @@ def test_pid_reuse_is_detected(root: Path) -> None:
     """A record whose pid now names another process (other start time) reads stopped."""
     assert cli(root, "run", "--name", "p", "-d", "--", "sleep", "1000").returncode == 0
     record_path = root / "p.json"
-    record = json.loads(record_path.read_text())
+    original = record_path.read_text()
+    record = json.loads(original)
     other = subprocess.Popen(["sleep", "1000"])
     try:
         record["pid"] = other.pid           # a live process, but not the container's
@@ -119,6 +120,7 @@ def test_pid_reuse_is_detected(root: Path) -> None:
     finally:
         other.kill()
         other.wait()
+        record_path.write_text(original)   # so that the fixture finds and removes the container
 
 
 def test_foreground_named_run_records_its_exit(root: Path) -> None:
