@@ -14,6 +14,7 @@ SOURCES = ["spawn.c", "child.c", "workload.c", "syscalls.c"]
 # Headers the generated module includes: the constants in syscalls.cdef are
 # read from these.
 PREAMBLE = """
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <linux/mount.h>

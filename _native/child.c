@@ -4,6 +4,7 @@
  * no malloc, no stdio, no locks, and it writes nothing but its own stack
  * and the iso_child it was given. */
 #include "native.h"
+#include "syscalls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,9 +38,7 @@ void iso_report(int fd, int kind, int step, int err, int value)
 
 static int do_setattr(const struct iso_step *s)
 {
-    struct mount_attr attr = { .attr_set = s->num };
-    unsigned int flags = s->num2 ? AT_RECURSIVE : 0;
-    return (int)syscall(SYS_mount_setattr, AT_FDCWD, s->b, flags, &attr, sizeof attr);
+    return iso_mount_setattr(AT_FDCWD, s->b, s->num2 ? AT_RECURSIVE : 0, (unsigned)s->num, 0);
 }
 
 /* Bind sources are cloned into detached trees first, while every host path
@@ -56,9 +55,7 @@ static int do_open_tree(const struct iso_step *s, int *slots)
 
 static int do_tree_setattr(const struct iso_step *s, int *slots)
 {
-    struct mount_attr attr = { .attr_set = s->num2 };
-    return (int)syscall(SYS_mount_setattr, slots[s->num], "",
-                        AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr);
+    return iso_mount_setattr(slots[s->num], "", AT_EMPTY_PATH | AT_RECURSIVE, (unsigned)s->num2, 0);
 }
 
 static int do_move_mount(const struct iso_step *s, int *slots)
@@ -107,7 +104,7 @@ static int do_pivot(const struct iso_step *s)
      * "." then drops the old root without needing a directory for it. */
     if (chdir(s->b) < 0)
         return -1;
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
+    if (iso_pivot_root(".", ".") < 0)
         return -1;
     if (umount2(".", MNT_DETACH) < 0)
         return -1;

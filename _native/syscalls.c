@@ -14,10 +14,9 @@ int iso_pivot_root(const char *new_root, const char *put_old)
     return (int)syscall(SYS_pivot_root, new_root, put_old);
 }
 
-int iso_mount_setattr(const char *path, unsigned int attr_set,
-                      unsigned int attr_clr, int recursive)
+int iso_mount_setattr(int dirfd, const char *path, unsigned int flags,
+                      unsigned int attr_set, unsigned int attr_clr)
 {
     struct mount_attr attr = { .attr_set = attr_set, .attr_clr = attr_clr };
-    return (int)syscall(SYS_mount_setattr, AT_FDCWD, path,
-                        recursive ? AT_RECURSIVE : 0, &attr, sizeof attr);
+    return (int)syscall(SYS_mount_setattr, dirfd, path, flags, &attr, sizeof attr);
 }

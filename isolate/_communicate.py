@@ -20,6 +20,8 @@ _CHUNK = 64 * 1024
 def communicate(proc: Any, input: bytes | None, deadline: float | None,
                 pending: dict) -> tuple[bytes | None, bytes | None]:
     """Run the loop for `proc` (an isolate.Process); returns (stdout, stderr)."""
+    if proc.stdin is None and proc.stdout is None and proc.stderr is None:
+        return None, None   # nothing to feed or drain: the common run() case
     chunks = pending.setdefault("chunks", {})
     if proc.stdin is not None and "input" not in pending:
         pending["input"] = memoryview(input or b"")

@@ -51,11 +51,13 @@ def prepare(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> tupl
 def check_host(config: Config, argv: Sequence[bytes]) -> None:
     """What can be known before clone: raises ConfigError or ExecutableNotFound."""
     _check_unprivileged_maps(config)
-    _check_cwd(config)
+    # Paths under a fresh mount of the container: only the child can check those.
+    covered = _rootfs.mount_targets(config) if config.has("mount") else []
+    _check_cwd(config, covered)
     if config.has("mount"):
-        _check_mount_targets(config)
+        _check_mount_targets(config, covered)
     name = os.fsdecode(argv[0])
-    _check_executable(config, name, candidates(name, config.env.get("PATH", "")))
+    _check_executable(config, name, candidates(name, config.env.get("PATH", "")), covered)
 
 
 def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> Plan:
@@ -198,14 +200,13 @@ def candidates(name: str, search_path: str) -> list[str]:
     return [posixpath.join(d, name) for d in dirs] or [name]
 
 
-def _check_executable(config: Config, name: str, paths: list[str]) -> None:
+def _check_executable(config: Config, name: str, paths: list[str], covered: list[str]) -> None:
     """Fail before clone when the host root plainly lacks the executable.
 
     Only for the host's own root, and only when no path could be covered by
     a mount of the container (those are checked by exec in the child)."""
     if config.rootfs is not None or not config.has("mount") or not name:
         return
-    covered = _rootfs.mount_targets(config)
     resolved = [p if p.startswith("/") else posixpath.join(config.cwd, p) for p in paths]
     if any(_under(p, covered) for p in resolved):
         return
@@ -217,12 +218,11 @@ def _under(path: str, targets: list[str]) -> bool:
     return any(path == t or path.startswith(t + "/") for t in targets)
 
 
-def _check_mount_targets(config: Config) -> None:
+def _check_mount_targets(config: Config, covered: list[str]) -> None:
     """A mount target in a read-only root must exist, or mkdir would fail."""
     if not config.rootfs_readonly:
         return
     root = config.rootfs or "/"
-    covered = _rootfs.mount_targets(config)
     for index, mount in enumerate(config.mounts):
         parent_covered = _under(mount.target, [t for t in covered if t != mount.target])
         if parent_covered:
@@ -235,12 +235,11 @@ def _check_mount_targets(config: Config) -> None:
                               f"(create it, mount under /tmp, or set rootfs_readonly=False)")
 
 
-def _check_cwd(config: Config) -> None:
+def _check_cwd(config: Config, covered: list[str]) -> None:
     """A cwd that plainly does not exist fails here rather than in chdir."""
     if config.cwd == "/":
         return   # every root has one
-    if config.joins("mount") or (config.has("mount")
-                                 and _under(config.cwd, _rootfs.mount_targets(config))):
+    if config.joins("mount") or _under(config.cwd, covered):
         return   # inside a joined or fresh mount: only the child can tell
     root = (config.rootfs or "/") if config.has("mount") else "/"
     if not os.path.isdir(os.path.join(root, config.cwd.lstrip("/"))):

@@ -62,7 +62,7 @@ _STAGES = {
     lib.ISO_STEP_UID_MAP: "write /proc/PID/uid_map",
     lib.ISO_STEP_GID_MAP: "write /proc/PID/gid_map",
     lib.ISO_STEP_SYNC: "wait for the parent",
-    lib.ISO_STEP_PIPE: "create pipes",
+    lib.ISO_STEP_PIPE: "allocate the child's pipes and stacks",
 }
 
 

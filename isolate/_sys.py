@@ -79,7 +79,8 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool = False) -> None:
     """mount_setattr(2) on `path` (and every mount below it if recursive)."""
-    _check(lib.iso_mount_setattr(_c(path), attr_set, attr_clr, int(recursive)),
+    flags = lib.AT_RECURSIVE if recursive else 0
+    _check(lib.iso_mount_setattr(lib.AT_FDCWD, _c(path), flags, attr_set, attr_clr),
            "mount_setattr", path)
 
 

@@ -267,12 +267,21 @@ class SignalForwarder:
                 signal.signal(sig, handler)
 
 
-def run_container(command: list[str], config: Config) -> int:
-    """Run the container to its end with inherited stdio; return its returncode."""
+def run_container(command: list[str], config: Config, states: StateDir | None = None,
+                  name: str | None = None) -> int:
+    """Run the container to its end with inherited stdio; return its returncode.
+
+    With a name, it is recorded in `states` while it runs (so it can be
+    exec'd into), and its exit code once it ends."""
     with SignalForwarder().installed() as forwarder:
         with Container(command, config=config) as container:
             forwarder.attach(container.process)
-            return container.wait()
+            if name is not None:
+                states.save(ContainerState.for_process(name, container.pid, container.args, config))
+            returncode = container.wait()
+            if name is not None:
+                states.update(name, lambda record: record.stopped(returncode))
+            return returncode
 
 
 def error(message: object) -> None:
@@ -289,36 +298,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                                       args.command, config)
         print(record.name)
         return 0
-    if args.name:
-        return exit_status(run_recorded(StateDir(args.root), args.name, args.command, config))
-    return exit_status(run_container(args.command, config))
-
-
-def run_recorded(states: StateDir, name: str, command: list[str], config: Config) -> int:
-    """Run in the foreground under a name (exec-able meanwhile); returns its returncode."""
-    with SignalForwarder().installed() as forwarder:
-        with Container(command, config=config) as container:
-            forwarder.attach(container.process)
-            states.save(ContainerState.for_process(name, container.pid, container.args, config))
-            returncode = container.wait()
-            states.update(name, lambda record: record.stopped(returncode))
-            return returncode
+    states = StateDir(args.root) if args.name else None
+    return exit_status(run_container(args.command, config, states, args.name))
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
     """``isolate exec NAME -- CMD``: the command's exit status."""
     overrides: dict[str, Any] = {}
-    if args.env:
-        overrides["env"] = {**_saved_env(args), **dict(args.env)}
     for option, keyword in (("cwd", "cwd"), ("uid", "user"), ("gid", "group")):
         if getattr(args, option) is not None:
             overrides[keyword] = getattr(args, option)
-    result = named.exec_named(StateDir(args.root), args.name, args.command, **overrides)
+    result = named.exec_named(StateDir(args.root), args.name, args.command,
+                              extra_env=dict(args.env), **overrides)
     return exit_status(result.returncode)
-
-
-def _saved_env(args: argparse.Namespace) -> dict[str, str]:
-    return dict(named.running(StateDir(args.root), args.name).config.get("env", {}))
 
 
 def cmd_ps(args: argparse.Namespace) -> int:

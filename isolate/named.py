@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from . import _sys
 from ._stdio import DEVNULL
 from .config import Config
 from .container import CompletedProcess, Container, exec_in
@@ -51,22 +52,25 @@ def log_file(states: StateDir, name: str) -> str:
     return states.path(name)[: -len(".json")] + ".log"
 
 
-def exec_named(states: StateDir, name: str, args: Sequence[str], **kwargs: Any) -> CompletedProcess:
-    """Run `args` in the running container `name` (see Container.exec)."""
+def exec_named(states: StateDir, name: str, args: Sequence[str],
+               extra_env: dict[str, str] | None = None, **kwargs: Any) -> CompletedProcess:
+    """Run `args` in the running container `name` (see Container.exec), with
+    `extra_env` on top of the container's environment."""
     record = running(states, name)
-    base = Config(**_config_fields(record.config))
-    return exec_in(record.pid, base, args, **kwargs)
+    fields = _config_fields(record.config)
+    fields["env"] = {**fields["env"], **(extra_env or {})}
+    return exec_in(record.pid, Config(**fields), args, **kwargs)
 
 
 def kill_named(states: StateDir, name: str, sig: int = signal.SIGKILL) -> None:
     """Send `sig` to the PID 1 of the running container `name`."""
     record = running(states, name)
-    pidfd = os.pidfd_open(record.pid)
+    pidfd = _sys.pidfd_open(record.pid)
     try:
         # The pidfd pins the process; check it is still the recorded one.
         if record.status() != RUNNING:
             raise StateError(f"container {name!r} is not running")
-        signal.pidfd_send_signal(pidfd, sig)
+        _sys.pidfd_send_signal(pidfd, sig)
     finally:
         os.close(pidfd)
 

@@ -11,17 +11,20 @@ from __future__ import annotations
 import os
 import select
 import signal
-import struct
 import threading
 import time
 from typing import IO, Callable
 
 from ._communicate import communicate
-from ._native import lib
+from . import _sys
+from ._native import ffi, lib
 from ._spawn import Spawned, free_stacks
 from .errors import TimeoutExpired
 
-_REPORT = struct.Struct("iiii")
+_HOOK_INTERVAL = 0.05
+
+# The records pid1 writes; their layout is struct iso_report in plan.h.
+_REPORT_SIZE = ffi.sizeof("struct iso_report")
 
 
 class Process:
@@ -65,27 +68,28 @@ class Process:
         return code
 
     def _poll_until_exit(self, timeout: float | None) -> None:
+        """Poll the pidfd until the process exits; with a while_waiting hook,
+        wake up every _HOOK_INTERVAL seconds to run it."""
         poller = select.poll()
         poller.register(self.pidfd, select.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
-        # With a while_waiting hook, wake up now and then to run it.
-        step = None if self.while_waiting is None else 0.05
         while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            wait = left if step is None else (step if left is None else min(step, left))
             if self.while_waiting is not None:
                 self.while_waiting()
-            if poller.poll(None if wait is None else wait * 1000):
-                return
-            if deadline is not None and time.monotonic() >= deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 raise TimeoutExpired(self.args, timeout)
+            if self.while_waiting is not None:
+                left = _HOOK_INTERVAL if left is None else min(left, _HOOK_INTERVAL)
+            if poller.poll(None if left is None else left * 1000):
+                return
 
     def send_signal(self, sig: int) -> None:
         """Send `sig` to the container's PID 1 (its init forwards it)."""
         if self.returncode is not None:
             return
         try:
-            signal.pidfd_send_signal(self.pidfd, sig)
+            _sys.pidfd_send_signal(self.pidfd, sig)
         except ProcessLookupError:
             pass   # exited, not yet reaped
 
@@ -160,14 +164,14 @@ def _read_exit_report(fd: int) -> int | None:
     os.set_blocking(fd, False)   # should a stray copy of the pipe survive init
     while True:
         try:
-            data = os.read(fd, _REPORT.size)
+            data = os.read(fd, _REPORT_SIZE)
         except BlockingIOError:
             return status
-        if len(data) < _REPORT.size:
+        if len(data) < _REPORT_SIZE:
             return status
-        kind, _step, _err, value = _REPORT.unpack(data)
-        if kind == lib.ISO_REPORT_EXIT:
-            status = value
+        record = ffi.from_buffer("struct iso_report *", data)
+        if record.kind == lib.ISO_REPORT_EXIT:
+            status = record.value
 
 
 def _open(fd: int | None, mode: str) -> IO[bytes] | None:

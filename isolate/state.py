@@ -404,10 +404,6 @@ class StateDir:
                 continue
         return states
 
-    def status(self, state: ContainerState) -> Status:
-        """"running" or "stopped", checked against the kernel (see ContainerState.status)."""
-        return state.status()
-
     def save(self, state: ContainerState) -> None:
         """Write `state` as the record of its name, atomically.
 

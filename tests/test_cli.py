@@ -15,7 +15,7 @@ from typing import Optional
 import pytest
 
 from isolate import cli
-from conftest import PYTHON
+from conftest import PYTHON, require
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
@@ -38,14 +38,6 @@ def isolate_run(*args: str, env: Optional[dict[str, str]] = None) -> subprocess.
     """Run ``python -m isolate run ARGS...`` and capture its output as text."""
     return subprocess.run(isolate_cmd(*args), capture_output=True, text=True,
                           env=cli_env(env), cwd=REPO, timeout=TIMEOUT)
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip unless ``condition``; where CI=true a missing feature fails instead."""
-    if not condition:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess) -> str:

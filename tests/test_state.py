@@ -166,10 +166,10 @@ def test_start_time_of_a_missing_process_raises(spawn):
 def test_running_process_then_killed_and_reaped_is_stopped(states, spawn):
     proc = spawn()
     states.save(record("web", proc))
-    assert states.status(states.load("web")) == RUNNING
+    assert states.load("web").status() == RUNNING
     proc.kill()
     proc.wait()
-    assert states.status(states.load("web")) == STOPPED
+    assert states.load("web").status() == STOPPED
     assert states.load("web").status() == "stopped"
 
 
