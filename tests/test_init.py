@@ -11,8 +11,9 @@ import pytest
 import isolate
 from conftest import PYTHON, RUN_TIMEOUT, pids_with_cmdline, unique_sleep_arg, wait_until
 
-#: Python workload: orphan N grandchildren that exit at once, then wait until no
-#: zombie is left in the container (bounded), print the zombie count and exit 0.
+#: Python workload: orphan N grandchildren that exit at once, then wait until
+#: no other process is left in the container (bounded), print the zombie count
+#: and exit 0.
 ORPHAN_ZOMBIES = r"""
 import os, sys, time
 n = int(sys.argv[1])
@@ -24,20 +25,24 @@ for _ in range(n):
         os._exit(0)          # child: exits at once so the grandchild is orphaned
     os.waitpid(pid, 0)
 
-def zombies():
-    count = 0
+def others():   # the states of every process but PID 1 and this one
+    states = []
     for p in os.listdir("/proc"):
-        if p.isdigit():
+        if p.isdigit() and int(p) not in (1, os.getpid()):
             try:
                 with open(f"/proc/{p}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        count += 1
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
             except OSError:   # gone meanwhile: ENOENT on open, ESRCH on read
                 pass
-    return count
+    return states
 
+def zombies():
+    return others().count("Z")
+
+# Wait until every grandchild has exited and been reaped (a grandchild that
+# has not run yet is no zombie so far): only then is the count final.
 deadline = time.monotonic() + 10
-while zombies() and time.monotonic() < deadline:
+while others() and time.monotonic() < deadline:
     time.sleep(0.01)
 print(zombies(), flush=True)
 """
