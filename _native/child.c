@@ -20,8 +20,12 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/mount.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -36,37 +40,209 @@ void iso_report(int fd, int kind, int step, int err, int value)
     } while (n < 0 && errno == EINTR);
 }
 
-static int do_setattr(const struct iso_step *s)
+/* What the steps of one process share. */
+struct steps_state {
+    int slots[ISO_MAX_SLOTS];   /* detached mount trees (ISO_OP_OPEN_TREE) */
+    int root_fd;                /* the container's root (ISO_OP_OPEN_ROOT) */
+};
+
+/* Keep errno across a close on an error path. */
+static int close_keep_errno(int fd, int rc)
 {
-    return iso_mount_setattr(AT_FDCWD, s->b, s->num2 ? AT_RECURSIVE : 0, (unsigned)s->num, 0);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* An O_PATH fd for `path`: resolved inside the root when relative, so that
+ * "..", absolute symlinks and magic links cannot leave it (the runc
+ * CVE-2021-30465 class: a symlink swapped in as a mount target). */
+static int open_path(const struct steps_state *st, const char *path)
+{
+    if (path[0] == '/')
+        return open(path, O_PATH | O_CLOEXEC);
+    struct open_how how = {
+        .flags = O_PATH | O_CLOEXEC,
+        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    return (int)syscall(SYS_openat2, st->root_fd, path, &how, sizeof how);
+}
+
+/* The directory holding `path` (resolved as open_path does), and a pointer
+ * to its last component in *name.  Paths come from Python normalized, with
+ * no trailing "/" and no "." or ".." as a last component. */
+static int open_parent(const struct steps_state *st, const char *path, const char **name)
+{
+    char parent[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        *name = path;
+        return open_path(st, ".");
+    }
+    size_t len = (size_t)(slash - path);
+    if (len >= sizeof parent) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(parent, path, len);
+    parent[len] = 0;
+    *name = slash + 1;
+    return open_path(st, len ? parent : "/");
+}
+
+/* mount(2) onto a resolved fd: it has no *at form, but mounting on "."
+ * after fchdir(fd) lands on exactly that directory. */
+static int mount_on_fd(const char *source, int fd, const char *fstype,
+                       unsigned long flags, const char *data)
+{
+    if (fchdir(fd) < 0)
+        return -1;
+    return mount(source, ".", fstype, flags, data);
+}
+
+/* Bind host path `source` onto a resolved fd (a file or a directory):
+ * clone it as a detached tree, attach the tree there. */
+static int bind_on_fd(const char *source, int fd, int recursive)
+{
+    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, source,
+                            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0));
+    if (tree < 0)
+        return -1;
+    int rc = (int)syscall(SYS_move_mount, tree, "", fd, "",
+                          MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+    return close_keep_errno(tree, rc);
+}
+
+static int do_mount(const struct iso_step *s, const struct steps_state *st)
+{
+    if (s->b[0] == '/')
+        return mount(s->a, s->b, s->c, s->num, s->d);
+    int fd = open_path(st, s->b);
+    if (fd < 0)
+        return -1;
+    int rc = (s->num & MS_BIND) ? bind_on_fd(s->a, fd, (s->num & MS_REC) != 0)
+                                : mount_on_fd(s->a, fd, s->c, s->num, s->d);
+    return close_keep_errno(fd, rc);
+}
+
+static int do_setattr(const struct iso_step *s, const struct steps_state *st)
+{
+    int fd = open_path(st, s->b);
+    if (fd < 0)
+        return -1;
+    int rc = iso_mount_setattr(fd, "", AT_EMPTY_PATH | (s->num2 ? AT_RECURSIVE : 0),
+                               (unsigned)s->num, 0);
+    return close_keep_errno(fd, rc);
+}
+
+static int do_mkdir(const struct iso_step *s, const struct steps_state *st)
+{
+    const char *name;
+    int dir = open_parent(st, s->b, &name);
+    if (dir < 0)
+        return -1;
+    int rc = mkdirat(dir, name, (mode_t)s->num);
+    if (rc < 0 && errno == EEXIST)
+        rc = 0;
+    return close_keep_errno(dir, rc);
+}
+
+static int do_mkfile(const struct iso_step *s, const struct steps_state *st)
+{
+    const char *name;
+    int dir = open_parent(st, s->b, &name);
+    if (dir < 0)
+        return -1;
+    int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, (mode_t)s->num);
+    int rc = (fd < 0 && errno != EEXIST) ? -1 : 0;
+    if (fd >= 0)
+        close(fd);
+    return close_keep_errno(dir, rc);
+}
+
+static int do_symlink(const struct iso_step *s, const struct steps_state *st)
+{
+    const char *name;
+    int dir = open_parent(st, s->b, &name);
+    if (dir < 0)
+        return -1;
+    return close_keep_errno(dir, symlinkat(s->a, dir, name));
+}
+
+static int do_open_root(const struct iso_step *s, struct steps_state *st)
+{
+    st->root_fd = open(s->b, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    return st->root_fd < 0 ? -1 : 0;
+}
+
+/* A file is hidden under /dev/null, a directory under an empty read-only
+ * tmpfs.  The /dev/null is the host's (the namespace's "/" is still the
+ * host's root here), never a path inside the container's root, which its
+ * owner could have replaced by a symlink to something worth unmasking (the
+ * runc CVE-2025-31133 class). */
+static int do_mask(const struct iso_step *s, const struct steps_state *st)
+{
+    struct stat info;
+    int fd = open_path(st, s->b);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1;
+    int rc = fstat(fd, &info);
+    if (rc == 0 && S_ISDIR(info.st_mode))
+        rc = mount_on_fd("tmpfs", fd, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0");
+    else if (rc == 0)
+        rc = bind_on_fd("/dev/null", fd, 0);
+    return close_keep_errno(fd, rc);
+}
+
+/* Bind b on itself read-only: clone its tree, make the clone read-only,
+ * attach it where it was. */
+static int do_readonly(const struct iso_step *s, const struct steps_state *st)
+{
+    int fd = open_path(st, s->b);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1;
+    int tree = (int)syscall(SYS_open_tree, fd, "",
+                            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+    int rc = tree < 0 ? -1 : 0;
+    if (rc == 0)
+        rc = iso_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE,
+                               MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 0);
+    if (rc == 0)
+        rc = (int)syscall(SYS_move_mount, tree, "", fd, "",
+                          MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+    if (tree >= 0)
+        close_keep_errno(tree, 0);
+    return close_keep_errno(fd, rc);
 }
 
 /* Bind sources are cloned into detached trees first, while every host path
  * is still where the caller sees it, and attached once the root is ready. */
-static int do_open_tree(const struct iso_step *s, int *slots)
+static int do_open_tree(const struct iso_step *s, struct steps_state *st)
 {
     int fd = (int)syscall(SYS_open_tree, AT_FDCWD, s->b,
                           OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
     if (fd < 0)
         return -1;
-    slots[s->num] = fd;
+    st->slots[s->num] = fd;
     return 0;
 }
 
-static int do_tree_setattr(const struct iso_step *s, int *slots)
+static int do_tree_setattr(const struct iso_step *s, const struct steps_state *st)
 {
-    return iso_mount_setattr(slots[s->num], "", AT_EMPTY_PATH | AT_RECURSIVE, (unsigned)s->num2, 0);
+    return iso_mount_setattr(st->slots[s->num], "", AT_EMPTY_PATH | AT_RECURSIVE, (unsigned)s->num2, 0);
 }
 
-static int do_move_mount(const struct iso_step *s, int *slots)
+static int do_move_mount(const struct iso_step *s, struct steps_state *st)
 {
-    int rc = (int)syscall(SYS_move_mount, slots[s->num], "", AT_FDCWD, s->b,
-                          MOVE_MOUNT_F_EMPTY_PATH);
-    int saved = errno;
-    close(slots[s->num]);
-    slots[s->num] = -1;
-    errno = saved;
-    return rc;
+    int tree = st->slots[s->num];
+    st->slots[s->num] = -1;
+    int fd = open_path(st, s->b);
+    int rc = fd < 0 ? -1 : (int)syscall(SYS_move_mount, tree, "", fd, "",
+                                        MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+    if (fd >= 0)
+        close_keep_errno(fd, 0);
+    return close_keep_errno(tree, rc);
 }
 
 static int do_capbset_drop(const struct iso_step *s)
@@ -89,21 +265,14 @@ static int do_capbset_drop(const struct iso_step *s)
     return (int)syscall(SYS_capset, &header, data);
 }
 
-static int do_mkfile(const struct iso_step *s)
-{
-    int fd = open(s->b, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, (mode_t)s->num);
-    if (fd < 0)
-        return errno == EEXIST ? 0 : -1;
-    close(fd);
-    return 0;
-}
-
-static int do_pivot(const struct iso_step *s)
+static int do_pivot(struct steps_state *st)
 {
     /* pivot_root(".", ".") stacks the old root under the new one; detaching
      * "." then drops the old root without needing a directory for it. */
-    if (chdir(s->b) < 0)
+    if (fchdir(st->root_fd) < 0)
         return -1;
+    close(st->root_fd);
+    st->root_fd = -1;
     if (iso_pivot_root(".", ".") < 0)
         return -1;
     if (umount2(".", MNT_DETACH) < 0)
@@ -154,6 +323,23 @@ static int do_reset_signals(void)
     return sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+static int do_setrlimit(const struct iso_step *s)
+{
+    struct rlimit limit = { (rlim_t)s->num2, (rlim_t)s->num3 };
+    return setrlimit((int)s->num, &limit);
+}
+
+/* Installed last, or as late as the filter allows (see _compile.py), so
+ * that it judges the workload's calls rather than ours. */
+static int do_seccomp(const struct iso_plan *plan)
+{
+    struct sock_fprog prog = {
+        .len = plan->seccomp_len,
+        .filter = (struct sock_filter *)plan->seccomp_filter,
+    };
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
 static int do_exec(const struct iso_plan *plan)
 {
     /* Like execvp: go on past ENOENT-like errors, remember EACCES. */
@@ -170,20 +356,23 @@ static int do_exec(const struct iso_plan *plan)
 }
 
 /* Execute one step; returns 0, or -1 with errno set. */
-static int run_step(const struct iso_plan *plan, const struct iso_step *s, int *slots)
+static int run_step(const struct iso_plan *plan, const struct iso_step *s, struct steps_state *st)
 {
     switch (s->op) {
-    case ISO_OP_OPEN_TREE:   return do_open_tree(s, slots);
-    case ISO_OP_TREE_SETATTR: return do_tree_setattr(s, slots);
-    case ISO_OP_MOVE_MOUNT:  return do_move_mount(s, slots);
+    case ISO_OP_OPEN_TREE:   return do_open_tree(s, st);
+    case ISO_OP_TREE_SETATTR: return do_tree_setattr(s, st);
+    case ISO_OP_MOVE_MOUNT:  return do_move_mount(s, st);
     case ISO_OP_CAPBSET_DROP: return do_capbset_drop(s);
-    case ISO_OP_MOUNT:       return mount(s->a, s->b, s->c, s->num, s->d);
+    case ISO_OP_MOUNT:       return do_mount(s, st);
     case ISO_OP_NO_NEW_PRIVS: return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    case ISO_OP_SETATTR:     return do_setattr(s);
-    case ISO_OP_MKDIR:       return (mkdir(s->b, (mode_t)s->num) < 0 && errno != EEXIST) ? -1 : 0;
-    case ISO_OP_MKFILE:      return do_mkfile(s);
-    case ISO_OP_SYMLINK:     return symlink(s->a, s->b);
-    case ISO_OP_PIVOT:       return do_pivot(s);
+    case ISO_OP_SETATTR:     return do_setattr(s, st);
+    case ISO_OP_MKDIR:       return do_mkdir(s, st);
+    case ISO_OP_MKFILE:      return do_mkfile(s, st);
+    case ISO_OP_SYMLINK:     return do_symlink(s, st);
+    case ISO_OP_OPEN_ROOT:   return do_open_root(s, st);
+    case ISO_OP_MASK:        return do_mask(s, st);
+    case ISO_OP_READONLY:    return do_readonly(s, st);
+    case ISO_OP_PIVOT:       return do_pivot(st);
     case ISO_OP_SETHOSTNAME: return sethostname(s->a, strlen(s->a));
     case ISO_OP_LOOPBACK_UP: return do_loopback_up();
     case ISO_OP_SETSID:      return setsid() < 0 ? -1 : 0;
@@ -196,6 +385,8 @@ static int run_step(const struct iso_plan *plan, const struct iso_step *s, int *
     case ISO_OP_CLOEXEC_ALL: return do_cloexec_all();
     case ISO_OP_KEEP_FD:     return fcntl((int)s->num, F_SETFD, 0);
     case ISO_OP_RESET_SIGNALS: return do_reset_signals();
+    case ISO_OP_SETRLIMIT:   return do_setrlimit(s);
+    case ISO_OP_SECCOMP:     return do_seccomp(plan);
     case ISO_OP_UNSHARE:     return unshare((int)s->num);
     case ISO_OP_SETNS:       return setns((int)s->num, (int)s->num2);
     case ISO_OP_EXEC:        return do_exec(plan);
@@ -207,14 +398,14 @@ static int run_step(const struct iso_plan *plan, const struct iso_step *s, int *
 void iso_run_steps(struct iso_child *child, int first)
 {
     const struct iso_plan *plan = child->plan;
-    int slots[ISO_MAX_SLOTS];
+    struct steps_state st = { .root_fd = -1 };
     for (int i = first; i < plan->nsteps; i++) {
         const struct iso_step *s = &plan->steps[i];
         if (s->op == ISO_OP_FORK_WORKLOAD)
             iso_start_workload(child, i + 1);
         if (s->op == ISO_OP_CLONE_CHILD)
             iso_clone_child(child, i + 1);
-        if (run_step(plan, s, slots) < 0) {
+        if (run_step(plan, s, &st) < 0) {
             iso_report(child->report_fd, ISO_REPORT_ERROR, i, errno, 0);
             return;
         }

@@ -2,7 +2,9 @@
  *
  *     isolate-init REPORT_FD WORKLOAD_PID
  *
- * The setup process has already reported that the workload runs.
+ * It reports ISO_REPORT_EXECED first: the workload has been exec'd (the
+ * setup process waited for that) and PID 1 no longer shares any memory
+ * with the caller.
  * The kernel gives PID 1 two duties no ordinary program performs: it must
  * reap orphaned processes (or they stay zombies), and it receives only the
  * signals it asked for.  This program is exec'd by the container's setup
@@ -76,6 +78,11 @@ int main(int argc, char **argv)
         return 127;
     int report_fd = atoi(argv[1]);
     pid_t workload = (pid_t)atoi(argv[2]);
+
+    /* Before anything else: nobody in the container may open our
+     * /proc/1/mem, /proc/1/fd or /proc/1/exe, or ptrace us. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    report(report_fd, ISO_REPORT_EXECED, 0);
 
     /* Every signal is still blocked (the parent blocked them around
      * clone): each one queues for sigwaitinfo, none is lost meanwhile. */

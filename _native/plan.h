@@ -4,14 +4,23 @@
  * than integer constants). */
 
 /* Operations a step can perform.  Arguments live in struct iso_step's
- * a/b/c/d (strings) and num/num2 (integers); each op documents its use. */
+ * a/b/c/d (strings) and num/num2/num3 (integers); each op documents its use.
+ *
+ * Paths in `b` that do not start with "/" are inside the container's root
+ * (ISO_OP_OPEN_ROOT) and resolved there as if it were "/" (openat2 with
+ * RESOLVE_IN_ROOT): a symlink in a root filesystem can never lead a mount
+ * or a new file outside it. */
 enum iso_op {
     ISO_OP_MOUNT = 1,      /* mount(a, b, c, num, d) */
     ISO_OP_SETATTR,        /* mount_setattr(b, AT_RECURSIVE if num2, attr_set=num) */
     ISO_OP_MKDIR,          /* mkdir(b, num); EEXIST is fine */
     ISO_OP_MKFILE,         /* create an empty file b (mode num); EEXIST is fine */
     ISO_OP_SYMLINK,        /* symlink(a, b) */
-    ISO_OP_PIVOT,          /* chdir(b); pivot_root(".", "."); umount2(".", MNT_DETACH); chdir("/") */
+    ISO_OP_OPEN_ROOT,      /* open directory b as the root that relative paths resolve in */
+    ISO_OP_MASK,           /* hide b: /dev/null over a file, an empty read-only tmpfs over a
+                              directory; a missing b is fine */
+    ISO_OP_READONLY,       /* bind b on itself, read-only (recursively); a missing b is fine */
+    ISO_OP_PIVOT,          /* pivot_root into the root (ISO_OP_OPEN_ROOT), detach the old one */
     ISO_OP_SETHOSTNAME,    /* sethostname(a) */
     ISO_OP_LOOPBACK_UP,    /* bring interface "lo" up */
     ISO_OP_FORK_WORKLOAD,  /* start the workload (it runs the later steps), then exec plan->init_fd as PID 1 */
@@ -34,6 +43,8 @@ enum iso_op {
     ISO_OP_CLOEXEC_ALL,    /* mark every fd >= 3 close-on-exec */
     ISO_OP_KEEP_FD,        /* clear close-on-exec on fd num */
     ISO_OP_RESET_SIGNALS,  /* every signal to SIG_DFL, empty mask */
+    ISO_OP_SETRLIMIT,      /* prlimit(0, resource num, soft num2, hard num3) */
+    ISO_OP_SECCOMP,        /* install plan->seccomp_filter */
     ISO_OP_EXEC,           /* execve the first of plan->exec_paths that works */
 };
 
@@ -56,6 +67,7 @@ struct iso_step {
     const char *d;
     unsigned long num;
     unsigned long num2;
+    unsigned long num3;
 };
 
 struct iso_report {
@@ -91,6 +103,9 @@ struct iso_plan {
     char *const *exec_paths;
     char *const *argv;
     char *const *envp;
+    /* For ISO_OP_SECCOMP: a classic BPF program (struct sock_filter[]). */
+    const void *seccomp_filter;
+    unsigned short seccomp_len;     /* in instructions */
 };
 
 /* What iso_spawn hands back.  On failure, `err` is the errno and `step`

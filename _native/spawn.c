@@ -5,11 +5,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +22,51 @@
 
 /* One stack for the cloned child, one for the workload it starts. */
 #define STACK_SIZE (256 * 1024)
+
+/* While a child shares our memory (CLONE_VM), our memory is undumpable:
+ * /proc/PID/mem, /proc/PID/exe and ptrace of any process using it then
+ * need CAP_SYS_PTRACE in the caller's user namespace, which nothing in a
+ * container has (the runc CVE-2016-9962 class: a process in the container
+ * reaching the runtime while it joins).  Dumpability belongs to the memory,
+ * not to a process, so the caller is undumpable too for the few hundred
+ * microseconds of a spawn; concurrent spawns share one hold. */
+static pthread_mutex_t dumpable_lock = PTHREAD_MUTEX_INITIALIZER;
+static int dumpable_holds;
+static int dumpable_restore;   /* 1 if we cleared the flag and must set it back */
+
+static void hold_undumpable(int *held)
+{
+    if (*held)
+        return;
+    pthread_mutex_lock(&dumpable_lock);
+    if (dumpable_holds++ == 0) {
+        /* 2 (SUID_DUMP_ROOT) protects as well as 0 and cannot be set back. */
+        dumpable_restore = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1;
+        if (dumpable_restore)
+            prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    pthread_mutex_unlock(&dumpable_lock);
+    *held = 1;
+}
+
+static void release_undumpable(int *held)
+{
+    if (!*held)
+        return;
+    pthread_mutex_lock(&dumpable_lock);
+    if (--dumpable_holds == 0 && dumpable_restore)
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+    pthread_mutex_unlock(&dumpable_lock);
+    *held = 0;
+}
+
+/* An unprivileged caller writes the child's id maps as the owner of its
+ * /proc/PID files, which an undumpable process's are not: hold only after
+ * writing them.  (The new namespaces have no other process to fear yet.) */
+static int hold_before_maps(const struct iso_plan *plan)
+{
+    return geteuid() == 0 || !(plan->uid_map || plan->gid_map || plan->setgroups);
+}
 
 static int fail(struct iso_result *res, int step, int err)
 {
@@ -133,7 +180,8 @@ void iso_free_stacks(void *stacks)
 /* Let the child go (or, if maps failed, tell it to give up), then wait
  * for its first report.  Returns 0 when the workload was exec'd. */
 static int release_child(const struct iso_plan *plan, pid_t pid, int *sync_fd,
-                         int report_fd, struct iso_result *res, int *execed_in_place)
+                         int report_fd, struct iso_result *res, int *execed_in_place,
+                         int *undumpable)
 {
     int step = write_maps(plan, pid);
     if (step != 0) {
@@ -141,6 +189,7 @@ static int release_child(const struct iso_plan *plan, pid_t pid, int *sync_fd,
         close_fd(sync_fd);        /* EOF: the child exits */
         return fail(res, step, err);
     }
+    hold_undumpable(undumpable);
     if (write(*sync_fd, "g", 1) != 1) {
         int err = errno;
         close_fd(sync_fd);
@@ -158,7 +207,7 @@ static int release_child(const struct iso_plan *plan, pid_t pid, int *sync_fd,
 
 int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
 {
-    int sync_pipe[2], report_pipe[2], pidfd = -1, rc, execed_in_place = 0;
+    int sync_pipe[2], report_pipe[2], pidfd = -1, rc, execed_in_place = 0, undumpable = 0;
     sigset_t all, old;
 
     res->pid = res->pidfd = res->report_fd = -1;
@@ -187,6 +236,8 @@ int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
      * and while it shares our memory nothing of ours may touch errno. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (hold_before_maps(plan))
+        hold_undumpable(&undumpable);
     pid_t pid;
     if (plan->joiner)   /* it runs on the workload's stack: it is gone before that is used */
         pid = clone(iso_joiner_main, stacks + 2 * STACK_SIZE,
@@ -205,7 +256,7 @@ int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
         close_fd(&report_pipe[0]);
         rc = -1;
     } else if ((rc = release_child(plan, pid, &sync_pipe[1], report_pipe[0], res,
-                                   &execed_in_place)) < 0) {
+                                   &execed_in_place, &undumpable)) < 0) {
         /* The child exits by itself after a failure; once it is reaped,
          * nothing runs on the stacks any more (its workload, if any, was
          * a vfork child it waited for). */
@@ -218,6 +269,8 @@ int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
         res->pidfd = pidfd;
         res->report_fd = report_pipe[0];
     }
+    /* Every process that shared our memory has exec'd, or been reaped. */
+    release_undumpable(&undumpable);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc == 0 && !execed_in_place)
         res->stacks = stacks;     /* still the child's until it is reaped */

@@ -30,30 +30,25 @@ static int workload_main(void *arg)
     _exit(127);
 }
 
-/* Exec pid1 in place of the calling process.  It first tells the parent
- * that the workload runs: the parent then returns to its caller while this
- * exec completes, so nothing after the report may read the parent's memory
- * (iso_child lives on its stack); everything needed is copied to locals. */
+/* Exec pid1 in place of the calling process.  pid1 tells the parent that
+ * the workload runs once it has made itself undumpable: until then this
+ * process shares the caller's memory, and the parent keeps that memory
+ * undumpable (spawn.c), so nothing in the container can open our
+ * /proc/PID/mem or /proc/PID/exe (the runc CVE-2016-9962 class). */
 __attribute__((noreturn))
 static void exec_pid1(struct iso_child *child, pid_t workload)
 {
     char fd_text[16], pid_text[16];
     char *argv[] = { "isolate-init", fd_text, pid_text, NULL };
     char *envp[] = { NULL };
-    int report_fd = child->report_fd, init_fd = child->plan->init_fd;
-    int step = child->fork_step;
+    int report_fd = child->report_fd;
 
     snprintf(fd_text, sizeof fd_text, "%d", report_fd);
     snprintf(pid_text, sizeof pid_text, "%d", (int)workload);
     /* pid1 reports on the pipe, so it must survive this exec. */
-    if (fcntl(report_fd, F_SETFD, 0) < 0) {
-        iso_report(report_fd, ISO_REPORT_ERROR, step, errno, 0);
-        kill(workload, SIGKILL);
-        _exit(127);
-    }
-    iso_report(report_fd, ISO_REPORT_EXECED, 0, 0, 0);
-    execveat(init_fd, "", argv, envp, AT_EMPTY_PATH);
-    /* Too late to fail the spawn: the container ends with status 127. */
+    if (fcntl(report_fd, F_SETFD, 0) == 0)
+        execveat(child->plan->init_fd, "", argv, envp, AT_EMPTY_PATH);
+    iso_report(report_fd, ISO_REPORT_ERROR, child->fork_step, errno, 0);
     kill(workload, SIGKILL);
     _exit(127);
 }

@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from . import _rootfs, capabilities
+from . import _rootfs, capabilities, rlimits
 from ._native import lib
 from ._pid1 import init_fd
 from ._plan import NativePlan, Plan
@@ -51,6 +51,7 @@ def prepare(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> tupl
 def check_host(config: Config, argv: Sequence[bytes]) -> None:
     """What can be known before clone: raises ConfigError or ExecutableNotFound."""
     _check_unprivileged_maps(config)
+    _check_privileges(config)
     # Paths under a fresh mount of the container: only the child can check those.
     covered = _rootfs.mount_targets(config) if config.has("mount") else []
     _check_cwd(config, covered)
@@ -155,6 +156,17 @@ def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> Non
     drop = capabilities.drop_mask(config.capabilities, last)
     plan.add(lib.ISO_OP_CAPBSET_DROP, "drop capabilities (bounding set, inheritable, ambient)",
              num=drop, num2=last)
+    for name, soft, hard in config.rlimits:
+        plan.add(lib.ISO_OP_SETRLIMIT, f"setrlimit({name}, {soft}, {hard})",
+                 num=rlimits.NAMES[name], num2=soft, num3=hard)
+    profile = _seccomp_profile(config)
+    if profile is not None:
+        from . import seccomp
+        plan.seccomp_filter = seccomp.compile_bpf(profile)
+    if profile is not None and not config.no_new_privs:
+        # Without no_new_privs, installing a filter takes CAP_SYS_ADMIN,
+        # which a change of credentials to a non-root user gives up.
+        _add_seccomp(plan)
     _add_credentials(plan, config)
     if config.die_with_parent and not uses_init(config):
         # A change of credentials clears the parent-death signal: set it again.
@@ -169,6 +181,19 @@ def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> Non
     if config.no_new_privs:
         plan.add(lib.ISO_OP_NO_NEW_PRIVS, "prctl(PR_SET_NO_NEW_PRIVS, 1)")
     plan.add(lib.ISO_OP_RESET_SIGNALS, "reset signal dispositions and mask")
+    if profile is not None and config.no_new_privs:
+        _add_seccomp(plan)   # last: the filter judges the workload's calls, not ours
+
+
+def _seccomp_profile(config: Config):
+    if config.seccomp == "default":
+        from . import seccomp
+        return seccomp.docker_default(config.capabilities)
+    return config.seccomp
+
+
+def _add_seccomp(plan: Plan) -> None:
+    plan.add(lib.ISO_OP_SECCOMP, "install the seccomp filter")
 
 
 def _add_credentials(plan: Plan, config: Config) -> None:
@@ -244,6 +269,15 @@ def _check_cwd(config: Config, covered: list[str]) -> None:
     root = (config.rootfs or "/") if config.has("mount") else "/"
     if not os.path.isdir(os.path.join(root, config.cwd.lstrip("/"))):
         raise ConfigError("cwd", f"{config.cwd} is not a directory in the container")
+
+
+def _check_privileges(config: Config) -> None:
+    """Limits and filters the child could not set up, refused before clone."""
+    in_userns = config.has("user") or config.joins("user")
+    rlimits.check_against_caller(config.rlimits, may_raise=os.geteuid() == 0 and not in_userns)
+    if config.seccomp is not None and not config.no_new_privs and os.geteuid() != 0 and not in_userns:
+        raise ConfigError("no_new_privs", "a seccomp filter without no_new_privs needs CAP_SYS_ADMIN: "
+                          "run as root, in a user namespace, or keep no_new_privs=True")
 
 
 def _check_unprivileged_maps(config: Config) -> None:

@@ -3,7 +3,7 @@
 Python decides everything here, before the clone; the child only walks the
 list.  Each step carries a human description so that a failure in the child
 (reported as step index + errno) becomes a message such as
-"mount('proc', '/tmp/proc', 'proc'): EPERM".
+"mount('proc', '/proc', 'proc'): EPERM".
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Step:
     d: str | None = None
     num: int = 0
     num2: int = 0
+    num3: int = 0
 
 
 @attrs.define
@@ -45,6 +46,7 @@ class Plan:
     exec_paths: list[str] = attrs.field(factory=list)
     argv: list[bytes] = attrs.field(factory=list)
     envp: list[bytes] = attrs.field(factory=list)
+    seccomp_filter: bytes = b""    # struct sock_filter[], for ISO_OP_SECCOMP
 
     def add(self, op: int, what: str, **args: Any) -> None:
         self.steps.append(Step(op, what, **args))
@@ -88,6 +90,10 @@ class NativePlan:
         self.struct.exec_paths = self._cstr_array(plan.exec_paths)
         self.struct.argv = self._cstr_array(plan.argv)
         self.struct.envp = self._cstr_array(plan.envp)
+        if plan.seccomp_filter:
+            self._filter = ffi.from_buffer(plan.seccomp_filter)
+            self.struct.seccomp_filter = self._filter
+            self.struct.seccomp_len = len(plan.seccomp_filter) // 8   # sizeof(struct sock_filter)
         self._keep.append(steps)
 
     def _cstr(self, text: str | bytes | None):
@@ -113,3 +119,4 @@ def _fill(cstep: Any, step: Step, cstr: Any) -> None:
     cstep.d = cstr(step.d)
     cstep.num = step.num
     cstep.num2 = step.num2
+    cstep.num3 = step.num3

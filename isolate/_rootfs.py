@@ -60,49 +60,80 @@ def mount_targets(config: Config) -> list[str]:
 
 
 def add_rootfs_steps(plan: Plan, config: Config) -> None:
-    """Append every mount step, ending with pivot_root."""
+    """Append every mount step, ending with pivot_root.
+
+    Once the root is bound on its stage and opened (ISO_OP_OPEN_ROOT), every
+    path is relative: the child resolves it inside the root, so a symlink
+    in a root filesystem cannot send a mount or a new file outside it."""
     stage = stage_of(config)
     source = config.rootfs if config.rootfs is not None else "/"
-    _mount(plan, None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
+    _host_mount(plan, None, "/", _sys.MS_REC | _sys.MS_PRIVATE)
     slots = _open_bind_sources(plan, config)
-    _mount(plan, source, stage, None, _sys.MS_BIND | _sys.MS_REC)
-    _make_mountpoints(plan, config, stage)
+    _host_mount(plan, source, stage, _sys.MS_BIND | _sys.MS_REC)
+    plan.add(lib.ISO_OP_OPEN_ROOT, f"open the root {stage!r}", b=stage)
+    _make_mountpoints(plan, config)
     if config.rootfs_readonly:
-        _setattr(plan, stage, _sys.MOUNT_ATTR_RDONLY, recursive=True)
+        _setattr(plan, "/", _sys.MOUNT_ATTR_RDONLY, recursive=True)
     if fresh_proc(config):
-        _mount(plan, "proc", stage + "/proc", "proc", NOSUID_NODEV_NOEXEC)
+        _mount(plan, "proc", "/proc", "proc", NOSUID_NODEV_NOEXEC)
     if config.has("net"):
-        _mount(plan, "sysfs", stage + "/sys", "sysfs", NOSUID_NODEV_NOEXEC | _sys.MS_RDONLY)
-    _add_dev(plan, stage)
-    _mount(plan, "tmpfs", stage + "/tmp", "tmpfs", NOSUID_NODEV, "mode=1777")
+        _mount(plan, "sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC | _sys.MS_RDONLY)
+    _add_dev(plan)
+    _mount(plan, "tmpfs", "/tmp", "tmpfs", NOSUID_NODEV, "mode=1777")
+    _add_masks(plan, config)
     for index, mount in enumerate(config.mounts):
-        _add_mount(plan, stage, mount, slots.get(index))
-    plan.add(lib.ISO_OP_PIVOT, f"pivot_root({stage!r}, {stage!r})", b=stage)
+        _add_mount(plan, mount, slots.get(index))
+    plan.add(lib.ISO_OP_PIVOT, f"pivot_root into {stage!r}")
 
 
-def _make_mountpoints(plan: Plan, config: Config, stage: str) -> None:
+def inside(path: str) -> str:
+    """A container path as the child's steps take it: relative to the root."""
+    return path.lstrip("/") or "."
+
+
+def _make_mountpoints(plan: Plan, config: Config) -> None:
     """Create missing mount points in a user rootfs (as runc does)."""
     if config.rootfs is None:
         return
     for target in ("/proc", "/sys", "/dev", "/tmp"):
-        if not os.path.isdir(stage + target):
-            plan.add(lib.ISO_OP_MKDIR, f"mkdir({stage + target!r})", b=stage + target, num=0o755)
+        if not os.path.isdir(config.rootfs + target):
+            _mkdir(plan, target, 0o755)
 
 
-def _add_dev(plan: Plan, stage: str) -> None:
-    dev = stage + "/dev"
-    _mount(plan, "tmpfs", dev, "tmpfs", _sys.MS_NOSUID | _sys.MS_NOEXEC, "mode=0755,size=64k")
+def _add_masks(plan: Plan, config: Config) -> None:
+    """Hide the masked paths and make the read-only paths read-only.
+
+    Paths under /proc and /sys that this kernel does not have are left out
+    (the host's /proc shows the same kernel); the child skips any other
+    missing path."""
+    for path in config.masked_paths:
+        if _kernel_has(path):
+            plan.add(lib.ISO_OP_MASK, f"mask {path!r}", b=inside(path))
+    for path in config.readonly_paths:
+        if _kernel_has(path):
+            plan.add(lib.ISO_OP_READONLY, f"bind {path!r} read-only", b=inside(path))
+
+
+def _kernel_has(path: str) -> bool:
+    if path.startswith(("/proc/", "/sys/")):
+        return os.path.lexists(path)
+    return True
+
+
+def _add_dev(plan: Plan) -> None:
+    _mount(plan, "tmpfs", "/dev", "tmpfs", _sys.MS_NOSUID | _sys.MS_NOEXEC, "mode=0755,size=64k")
     for name in DEVICES:
-        node = f"{dev}/{name}"
-        plan.add(lib.ISO_OP_MKFILE, f"create {node!r}", b=node, num=0o666)
-        _mount(plan, f"/dev/{name}", node, None, _sys.MS_BIND)
+        node = f"/dev/{name}"
+        plan.add(lib.ISO_OP_MKFILE, f"create {node!r}", b=inside(node), num=0o666)
+        # The source is the host's device: "/" is still the host's root here.
+        _mount(plan, node, node, None, _sys.MS_BIND)
     for name, target in DEV_LINKS.items():
-        link = f"{dev}/{name}"
-        plan.add(lib.ISO_OP_SYMLINK, f"symlink({target!r}, {link!r})", a=target, b=link)
+        link = f"/dev/{name}"
+        plan.add(lib.ISO_OP_SYMLINK, f"symlink({target!r}, {link!r})", a=target, b=inside(link))
     for sub, fstype, data in (("pts", "devpts", "newinstance,ptmxmode=0666,mode=0620"),
                               ("shm", "tmpfs", "mode=1777")):
-        path = f"{dev}/{sub}"
-        plan.add(lib.ISO_OP_MKDIR, f"mkdir({path!r})", b=path, num=0o755)
+        path = f"/dev/{sub}"
+        _mkdir(plan, path, 0o755)
         _mount(plan, fstype, path, fstype, _sys.MS_NOSUID | _sys.MS_NOEXEC, data)
 
 
@@ -123,35 +154,44 @@ def _open_bind_sources(plan: Plan, config: Config) -> dict[int, int]:
     return slots
 
 
-def _add_mount(plan: Plan, stage: str, mount: Bind | Tmpfs, slot: int | None) -> None:
-    target = stage + mount.target
-    _add_parents(plan, stage, mount.target)
+def _add_mount(plan: Plan, mount: Bind | Tmpfs, slot: int | None) -> None:
+    _add_parents(plan, mount.target)
     if isinstance(mount, Tmpfs):
-        plan.add(lib.ISO_OP_MKDIR, f"mkdir({mount.target!r})", b=target, num=0o755)
+        _mkdir(plan, mount.target, 0o755)
         data = f"mode={mount.mode:o}" + (f",size={mount.size}" if mount.size else "")
-        _mount(plan, "tmpfs", target, "tmpfs", NOSUID_NODEV, data)
+        _mount(plan, "tmpfs", mount.target, "tmpfs", NOSUID_NODEV, data)
         return
     if mount.is_dir:
-        plan.add(lib.ISO_OP_MKDIR, f"mkdir({mount.target!r})", b=target, num=0o755)
+        _mkdir(plan, mount.target, 0o755)
     else:
-        plan.add(lib.ISO_OP_MKFILE, f"create {mount.target!r}", b=target, num=0o644)
-    plan.add(lib.ISO_OP_MOVE_MOUNT, f"bind {mount.source!r} on {mount.target!r}", b=target, num=slot)
+        plan.add(lib.ISO_OP_MKFILE, f"create {mount.target!r}", b=inside(mount.target), num=0o644)
+    plan.add(lib.ISO_OP_MOVE_MOUNT, f"bind {mount.source!r} on {mount.target!r}",
+             b=inside(mount.target), num=slot)
 
 
-def _add_parents(plan: Plan, stage: str, target: str) -> None:
+def _add_parents(plan: Plan, target: str) -> None:
     """mkdir -p for the directories above a mount target (EEXIST is fine)."""
     parts = target.strip("/").split("/")[:-1]
     for depth in range(1, len(parts) + 1):
-        inside = "/" + "/".join(parts[:depth])
-        plan.add(lib.ISO_OP_MKDIR, f"mkdir({inside!r})", b=stage + inside, num=0o755)
+        _mkdir(plan, "/" + "/".join(parts[:depth]), 0o755)
+
+
+def _mkdir(plan: Plan, path: str, mode: int) -> None:
+    plan.add(lib.ISO_OP_MKDIR, f"mkdir({path!r})", b=inside(path), num=mode)
+
+
+def _host_mount(plan: Plan, source: str | None, target: str, flags: int) -> None:
+    """A mount at a host path, before the root is open."""
+    plan.add(lib.ISO_OP_MOUNT, f"mount({source!r}, {target!r})", a=source, b=target, num=flags)
 
 
 def _mount(plan: Plan, source: str | None, target: str, fstype: str | None,
            flags: int, data: str | None = None) -> None:
+    """A mount at a container path (resolved in the root)."""
     what = f"mount({source!r}, {target!r}" + (f", {fstype!r})" if fstype else ")")
-    plan.add(lib.ISO_OP_MOUNT, what, a=source, b=target, c=fstype, d=data, num=flags)
+    plan.add(lib.ISO_OP_MOUNT, what, a=source, b=inside(target), c=fstype, d=data, num=flags)
 
 
 def _setattr(plan: Plan, target: str, attr_set: int, recursive: bool) -> None:
     plan.add(lib.ISO_OP_SETATTR, f"mount_setattr({target!r}, attr_set={attr_set:#x})",
-             b=target, num=attr_set, num2=int(recursive))
+             b=inside(target), num=attr_set, num2=int(recursive))

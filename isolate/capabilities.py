@@ -27,8 +27,9 @@ DEFAULT: frozenset[str] = frozenset({
     "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"})
 
 
-def parse(names: Iterable[str] | str | None) -> frozenset[str]:
-    """Canonical names ("SYS_ADMIN") from "CAP_SYS_ADMIN"/"sys_admin"; "ALL" for all."""
+def parse(names: Iterable[str] | str | None, field: str = "capabilities") -> frozenset[str]:
+    """Canonical names ("SYS_ADMIN") from "CAP_SYS_ADMIN"/"sys_admin"; "ALL" for
+    all; None for the default set."""
     if names is None:
         return DEFAULT
     if isinstance(names, str):
@@ -36,15 +37,20 @@ def parse(names: Iterable[str] | str | None) -> frozenset[str]:
     result = set()
     for name in names:
         if not isinstance(name, str):
-            raise ConfigError("capabilities", f"expected capability names, got {name!r}")
+            raise ConfigError(field, f"expected capability names, got {name!r}")
         canonical = name.upper().removeprefix("CAP_")
         if canonical == "ALL":
             result.update(NUMBERS)
         elif canonical in NUMBERS:
             result.add(canonical)
         else:
-            raise ConfigError("capabilities", f"unknown capability {name!r}")
+            raise ConfigError(field, f"unknown capability {name!r}")
     return frozenset(result)
+
+
+def parser(field: str):
+    """An attrs converter for a set of names added to or dropped from the kept set."""
+    return lambda names: parse(names if names is not None else (), field)
 
 
 def last_cap() -> int:

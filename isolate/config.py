@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
-from . import capabilities, namespace
+from . import capabilities, masked, namespace, rlimits
+from .capabilities import parser as _capability_set
 from .errors import ConfigError
 from .mounts import Bind, Tmpfs
 from .namespace import Namespace
@@ -107,6 +109,19 @@ def _join(value: Iterable[Namespace]) -> tuple[Namespace, ...]:
     return joined
 
 
+def _seccomp(value: Any) -> Any:
+    """"default" (Docker's profile, adjusted to the kept capabilities), a
+    Seccomp profile, or None ("unconfined") for no filter."""
+    if value is None or value == "unconfined":
+        return None
+    if value == "default":
+        return "default"
+    from .seccomp import Seccomp
+    if not isinstance(value, Seccomp):
+        raise ConfigError("seccomp", f"expected 'default', None or an isolate.Seccomp, got {value!r}")
+    return value
+
+
 def _pass_fds(value: Iterable[int]) -> tuple[int, ...]:
     fds = tuple(sorted(set(value)))
     for fd in fds:
@@ -135,13 +150,23 @@ class Config:
     die_with_parent: bool = attrs.field(default=True, converter=bool)
     pass_fds: tuple[int, ...] = attrs.field(default=(), converter=_pass_fds)
     capabilities: frozenset[str] = attrs.field(default=None, converter=capabilities.parse)
+    cap_add: frozenset[str] = attrs.field(default=(), converter=_capability_set("cap_add"))
+    cap_drop: frozenset[str] = attrs.field(default=(), converter=_capability_set("cap_drop"))
     no_new_privs: bool = attrs.field(default=True, converter=bool)
+    rlimits: tuple[rlimits.Limit, ...] = attrs.field(default=None, converter=rlimits.parse)
+    seccomp: Any = attrs.field(default=None, converter=_seccomp)  # TEMP
+    masked_paths: tuple[str, ...] = attrs.field(default=masked.MASKED,
+                                                converter=masked.paths("masked_paths"))
+    readonly_paths: tuple[str, ...] = attrs.field(default=masked.READONLY,
+                                                  converter=masked.paths("readonly_paths"))
     join: tuple[Namespace, ...] = attrs.field(default=(), converter=_join)
     # Derived once (the class is frozen): asked for on every spawn.
     _created: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
     _key: tuple = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        kept = (self.capabilities | self.cap_add) - self.cap_drop
+        object.__setattr__(self, "capabilities", frozenset(kept))
         joined = {ns.kind for ns in self.join}
         object.__setattr__(self, "_created", self.namespaces - joined)
         object.__setattr__(self, "_key", self._make_key())
