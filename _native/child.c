@@ -27,9 +27,6 @@
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
 
 void iso_report(int fd, int kind, int step, int err, int value)
 {
@@ -298,17 +295,64 @@ static int do_loopback_up(void)
     return rc;
 }
 
-static int do_cloexec_all(void)
+/* Close [lo, hi] (hi may be ~0U). */
+static int close_span(unsigned lo, unsigned hi)
 {
-    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+    if (lo > hi)
         return 0;
-    if (errno != ENOSYS && errno != EINVAL)
+    if (syscall(SYS_close_range, lo, hi, 0U) == 0)
+        return 0;
+    if (errno != ENOSYS)
         return -1;
-    /* Kernels before 5.11: walk the descriptor table by hand. */
+    /* Kernels before 5.9: walk the descriptor table by hand. */
     long max = sysconf(_SC_OPEN_MAX);
-    for (long fd = 3; fd < max; fd++)
-        fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    for (long fd = lo; fd < max && (unsigned long)fd <= hi; fd++)
+        close((int)fd);
     return 0;
+}
+
+/* Nothing of the caller's may stay open while the workload resolves its
+ * cwd and executable, let alone after exec: a descriptor of a host
+ * directory would be a way out through /proc/self/fd (the runc
+ * CVE-2024-21626 class).  Closing (not just close-on-exec) does it now. */
+static int do_close_fds(const struct iso_plan *plan, int report_fd)
+{
+    unsigned next = 3;
+    int kept = 0;
+    for (int i = 0; i <= plan->nkeep_fds; i++) {
+        /* The report pipe (close-on-exec) is kept in the same ascending walk. */
+        int fd = i < plan->nkeep_fds ? plan->keep_fds[i] : -1;
+        if (!kept && report_fd >= 3 && (fd < 0 || report_fd < fd)) {
+            if (close_span(next, (unsigned)report_fd - 1) < 0)
+                return -1;
+            next = (unsigned)report_fd + 1;
+            kept = 1;
+        }
+        if (fd < 0)
+            break;
+        if (close_span(next, (unsigned)fd - 1) < 0 || fcntl(fd, F_SETFD, 0) < 0)
+            return -1;
+        next = (unsigned)fd + 1;
+    }
+    return close_span(next, ~0U);
+}
+
+/* chdir inside our root: "..", absolute symlinks stay in it, and magic
+ * links (/proc/self/fd/N, /proc/1/cwd) are refused. */
+static int do_chdir(const char *path)
+{
+    struct open_how how = {
+        .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    int root = open("/", O_PATH | O_CLOEXEC);
+    if (root < 0)
+        return -1;
+    int fd = (int)syscall(SYS_openat2, root, path, &how, sizeof how);
+    close_keep_errno(root, 0);
+    if (fd < 0)
+        return -1;
+    return close_keep_errno(fd, fchdir(fd));
 }
 
 static int do_reset_signals(void)
@@ -356,7 +400,8 @@ static int do_exec(const struct iso_plan *plan)
 }
 
 /* Execute one step; returns 0, or -1 with errno set. */
-static int run_step(const struct iso_plan *plan, const struct iso_step *s, struct steps_state *st)
+static int run_step(const struct iso_plan *plan, const struct iso_step *s, struct steps_state *st,
+                    int report_fd)
 {
     switch (s->op) {
     case ISO_OP_OPEN_TREE:   return do_open_tree(s, st);
@@ -380,10 +425,9 @@ static int run_step(const struct iso_plan *plan, const struct iso_step *s, struc
     case ISO_OP_SETGID:      return setresgid((gid_t)s->num, (gid_t)s->num, (gid_t)s->num);
     case ISO_OP_SETUID:      return setresuid((uid_t)s->num, (uid_t)s->num, (uid_t)s->num);
     case ISO_OP_PDEATHSIG:   return prctl(PR_SET_PDEATHSIG, s->num, 0, 0, 0);
-    case ISO_OP_CHDIR:       return chdir(s->b);
+    case ISO_OP_CHDIR:       return do_chdir(s->b);
     case ISO_OP_DUP2:        return dup2((int)s->num, (int)s->num2) < 0 ? -1 : 0;
-    case ISO_OP_CLOEXEC_ALL: return do_cloexec_all();
-    case ISO_OP_KEEP_FD:     return fcntl((int)s->num, F_SETFD, 0);
+    case ISO_OP_CLOSE_FDS:   return do_close_fds(plan, report_fd);
     case ISO_OP_RESET_SIGNALS: return do_reset_signals();
     case ISO_OP_SETRLIMIT:   return do_setrlimit(s);
     case ISO_OP_SECCOMP:     return do_seccomp(plan);
@@ -405,7 +449,7 @@ void iso_run_steps(struct iso_child *child, int first)
             iso_start_workload(child, i + 1);
         if (s->op == ISO_OP_CLONE_CHILD)
             iso_clone_child(child, i + 1);
-        if (run_step(plan, s, &st) < 0) {
+        if (run_step(plan, s, &st, child->report_fd) < 0) {
             iso_report(child->report_fd, ISO_REPORT_ERROR, i, errno, 0);
             return;
         }

@@ -38,10 +38,10 @@ enum iso_op {
     ISO_OP_SETGID,         /* setresgid(num, num, num) */
     ISO_OP_SETUID,         /* setresuid(num, num, num) */
     ISO_OP_PDEATHSIG,      /* prctl(PR_SET_PDEATHSIG, num) */
-    ISO_OP_CHDIR,          /* chdir(b) */
+    ISO_OP_CHDIR,          /* chdir(b), resolved in "/" without magic links */
     ISO_OP_DUP2,           /* dup2(num, num2) */
-    ISO_OP_CLOEXEC_ALL,    /* mark every fd >= 3 close-on-exec */
-    ISO_OP_KEEP_FD,        /* clear close-on-exec on fd num */
+    ISO_OP_CLOSE_FDS,      /* close every fd >= 3 but the report pipe and plan->keep_fds,
+                              which lose close-on-exec */
     ISO_OP_RESET_SIGNALS,  /* every signal to SIG_DFL, empty mask */
     ISO_OP_SETRLIMIT,      /* prlimit(0, resource num, soft num2, hard num3) */
     ISO_OP_SECCOMP,        /* install plan->seccomp_filter */
@@ -103,6 +103,9 @@ struct iso_plan {
     char *const *exec_paths;
     char *const *argv;
     char *const *envp;
+    /* For ISO_OP_CLOSE_FDS: descriptors the workload keeps, ascending. */
+    const int *keep_fds;
+    int nkeep_fds;
     /* For ISO_OP_SECCOMP: a classic BPF program (struct sock_filter[]). */
     const void *seccomp_filter;
     unsigned short seccomp_len;     /* in instructions */

@@ -171,13 +171,13 @@ def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> Non
     if config.die_with_parent and not uses_init(config):
         # A change of credentials clears the parent-death signal: set it again.
         plan.add(lib.ISO_OP_PDEATHSIG, "prctl(PR_SET_PDEATHSIG, SIGKILL)", num=9)
-    plan.add(lib.ISO_OP_CHDIR, f"chdir({config.cwd!r})", b=config.cwd)
     for target, fd in enumerate(stdio):
         if fd >= 0 and fd != target:
             plan.add(lib.ISO_OP_DUP2, f"dup2({fd}, {target})", num=fd, num2=target)
-    plan.add(lib.ISO_OP_CLOEXEC_ALL, "close_range(3, ~0, CLOSE_RANGE_CLOEXEC)")
-    for fd in config.pass_fds:
-        plan.add(lib.ISO_OP_KEEP_FD, f"keep fd {fd} open", num=fd)
+    plan.keep_fds = list(config.pass_fds)
+    plan.add(lib.ISO_OP_CLOSE_FDS, "close every descriptor but 0-2"
+             + (f" and {', '.join(map(str, config.pass_fds))}" if config.pass_fds else ""))
+    plan.add(lib.ISO_OP_CHDIR, f"chdir({config.cwd!r})", b=config.cwd)
     if config.no_new_privs:
         plan.add(lib.ISO_OP_NO_NEW_PRIVS, "prctl(PR_SET_NO_NEW_PRIVS, 1)")
     plan.add(lib.ISO_OP_RESET_SIGNALS, "reset signal dispositions and mask")

@@ -46,6 +46,7 @@ class Plan:
     exec_paths: list[str] = attrs.field(factory=list)
     argv: list[bytes] = attrs.field(factory=list)
     envp: list[bytes] = attrs.field(factory=list)
+    keep_fds: list[int] = attrs.field(factory=list)   # ascending, for ISO_OP_CLOSE_FDS
     seccomp_filter: bytes = b""    # struct sock_filter[], for ISO_OP_SECCOMP
 
     def add(self, op: int, what: str, **args: Any) -> None:
@@ -90,11 +91,18 @@ class NativePlan:
         self.struct.exec_paths = self._cstr_array(plan.exec_paths)
         self.struct.argv = self._cstr_array(plan.argv)
         self.struct.envp = self._cstr_array(plan.envp)
+        self.struct.keep_fds = self._new("int[]", plan.keep_fds)
+        self.struct.nkeep_fds = len(plan.keep_fds)
         if plan.seccomp_filter:
             self._filter = ffi.from_buffer(plan.seccomp_filter)
             self.struct.seccomp_filter = self._filter
             self.struct.seccomp_len = len(plan.seccomp_filter) // 8   # sizeof(struct sock_filter)
         self._keep.append(steps)
+
+    def _new(self, ctype: str, init: Any):
+        buf = ffi.new(ctype, init)
+        self._keep.append(buf)
+        return buf
 
     def _cstr(self, text: str | bytes | None):
         if text is None:
