@@ -395,3 +395,20 @@ def rootless(rootless_ids: tuple[int, int]) -> tuple[int, int]:
     require(run_in_fork(probe, setup=drop_to(*rootless_ids))["ok"],
             "the host forbids unprivileged user namespaces")
     return rootless_ids
+
+
+# --- a minimal root filesystem ------------------------------------------------
+
+def busybox_rootfs(parent: Path) -> Path:
+    """A minimal root directory under `parent`: a static busybox (with sh)
+    and the usual mount points."""
+    import shutil
+
+    busybox = shutil.which("busybox")
+    require(busybox is not None, "busybox is not installed (apt-get install busybox-static)")
+    root = parent / "root"
+    for d in ("bin", "proc", "dev", "tmp", "sys"):
+        (root / d).mkdir(parents=True)
+    shutil.copy2(str(busybox), root / "bin" / "busybox")
+    (root / "bin" / "sh").symlink_to("busybox")
+    return root

@@ -15,7 +15,7 @@ from typing import Optional
 import pytest
 
 from isolate import cli
-from conftest import PYTHON, require
+from conftest import PYTHON, busybox_rootfs, require
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
@@ -137,17 +137,6 @@ def test_root_is_read_only_by_default() -> None:
     r = isolate_run("--", "sh", "-c", "touch /isolate-cli-test 2>/dev/null && echo WROTE")
     assert "WROTE" not in r.stdout
     assert not Path("/isolate-cli-test").exists()
-
-
-def busybox_rootfs(tmp_path: Path) -> Path:
-    """A minimal root directory: a static busybox and the usual mount points."""
-    busybox = shutil.which("busybox")
-    require(busybox is not None, "busybox is not installed (apt-get install busybox-static)")
-    root = tmp_path / "root"
-    for d in ("bin", "proc", "dev", "tmp"):
-        (root / d).mkdir(parents=True)
-    shutil.copy2(str(busybox), root / "bin" / "busybox")
-    return root
 
 
 def test_rootfs_option(tmp_path: Path) -> None:
