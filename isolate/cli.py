@@ -67,6 +67,19 @@ def _tmpfs_spec(value: str) -> tuple[str, str, str]:
     return ("tmpfs", "", value)
 
 
+def _ulimit(value: str) -> tuple[str, tuple[int | None, int | None]]:
+    """An argparse type turning ``NAME=SOFT[:HARD]`` into ``(NAME, (SOFT, HARD))``."""
+    name, sep, amounts = value.partition("=")
+    soft, _, hard = amounts.partition(":")
+    try:
+        pair = tuple(None if a in ("unlimited", "-1") else int(a) for a in (soft, hard or soft))
+    except ValueError:
+        pair = ()
+    if not name or not sep or len(pair) != 2:
+        raise argparse.ArgumentTypeError(f"expected NAME=SOFT[:HARD] with numbers, got {value!r}")
+    return (name, pair)
+
+
 def _env_item(value: str) -> tuple[str, str]:
     """An argparse type turning ``KEY=VALUE`` into ``(KEY, VALUE)``."""
     key, sep, val = value.partition("=")
@@ -97,6 +110,16 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     opt("--gid", type=int, metavar="N", help="group id inside (default: 0)")
     opt("--no-init", action="store_true",
         help="run the command itself as PID 1, without the reaping init")
+    opt("--cap-add", action="append", default=[], metavar="CAP",
+        help="keep capability CAP on top of the default set (repeatable; ALL for every one)")
+    opt("--cap-drop", action="append", default=[], metavar="CAP",
+        help="drop capability CAP from the kept set (repeatable; ALL for every one)")
+    opt("--ulimit", action="append", type=_ulimit, default=[], metavar="NAME=SOFT[:HARD]",
+        help="set a resource limit, e.g. nofile=1024:2048 or core=0 (repeatable)")
+    opt("--seccomp", choices=("default", "unconfined"), default="default",
+        help="the seccomp filter: Docker's default profile (default), or none")
+    opt("--allow-new-privs", dest="no_new_privs", action="store_false",
+        help="do not set no_new_privs (by default setuid binaries grant nothing)")
     opt("--name", help="name the container, to exec into, kill or remove it later")
     opt("-d", "--detach", action="store_true",
         help="start it in the background (output in the state directory) and print its name")
@@ -220,6 +243,16 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         config["mounts"] = make_mounts(args.mounts)
     if args.share:
         config["namespaces"] = namespace.ALL - set(args.share)
+    if args.cap_add:
+        config["cap_add"] = args.cap_add
+    if args.cap_drop:
+        config["cap_drop"] = args.cap_drop
+    if args.ulimit:
+        config["rlimits"] = dict(args.ulimit)
+    if args.seccomp == "unconfined":
+        config["seccomp"] = None
+    if not args.no_new_privs:
+        config["no_new_privs"] = False
     env = make_env(args.env, args.inherit_env)
     if env is not None:
         config["env"] = env

@@ -258,3 +258,25 @@ def test_command_keeps_its_own_options() -> None:
 @pytest.mark.parametrize("returncode, status", [(0, 0), (3, 3), (-9, 137), (-15, 143)])
 def test_exit_status_mapping(returncode: int, status: int) -> None:
     assert cli.exit_status(returncode) == status
+
+
+# ------------------------------------------------------------- hardening ----
+
+def test_security_options() -> None:
+    """--cap-add/--cap-drop, --ulimit, --allow-new-privs and --seccomp reach the workload."""
+    r = isolate_run("--cap-drop", "ALL", "--cap-add", "KILL", "--ulimit", "nofile=100:200",
+                    "--allow-new-privs", "--seccomp", "unconfined", "--",
+                    "sh", "-c", "grep -E 'CapBnd|NoNewPrivs|Seccomp:' /proc/self/status; ulimit -n; ulimit -Hn")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["CapBnd:", f"{1 << 5:016x}", "NoNewPrivs:", "0", "Seccomp:", "0",
+                                "100", "200"]
+    r = isolate_run("--", "grep", "Seccomp:", "/proc/self/status")
+    assert r.stdout.split() == ["Seccomp:", "2"]
+
+
+@pytest.mark.parametrize("args", [["--cap-add", "FLY"], ["--ulimit", "nofile=x"],
+                                  ["--ulimit", "nofiles=1"]])
+def test_bad_security_options(args: list[str]) -> None:
+    r = isolate_run(*args, "--", "true")
+    assert r.returncode in (2, 125)
+    assert "Traceback" not in r.stderr and r.stderr.strip()

@@ -389,11 +389,16 @@ print(json.dumps({{
     "masked": {{p: content(p) for p in present}},
     "hostname": attempt(lambda: open("/proc/sys/kernel/hostname", "w").write("x")),
     "sysrq": attempt(lambda: open("/proc/sysrq-trigger", "w").write("h")),
+    # Root inside, mapped to the host's root, passes the permission check of
+    # the host's kernel.core_pattern (a helper the kernel runs as host root).
+    # Writing back its own value changes nothing if this ever succeeds.
+    "core_pattern": attempt(lambda: open("/proc/sys/kernel/core_pattern", "w").write(
+        open("/proc/sys/kernel/core_pattern").read())),
 }}))
 """
     result = caller(lambda: python_inside(code))
     assert all(v in ("", []) for v in result["masked"].values()), result
-    assert result["hostname"] == "EROFS"
+    assert result["hostname"] == result["core_pattern"] == "EROFS"
     assert result["sysrq"] in ("EROFS", "ENOENT")   # ENOENT: a kernel without magic sysrq
 
 
