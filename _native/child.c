@@ -450,6 +450,8 @@ void iso_run_steps(struct iso_child *child, int first)
         if (s->op == ISO_OP_CLONE_CHILD)
             iso_clone_child(child, i + 1);
         if (run_step(plan, s, &st, child->report_fd) < 0) {
+            child->failed_step = i;
+            child->failed_err = errno;
             iso_report(child->report_fd, ISO_REPORT_ERROR, i, errno, 0);
             return;
         }

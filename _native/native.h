@@ -19,7 +19,11 @@ struct iso_child {
     int report_fd;                /* write end of the report pipe (close-on-exec) */
     int parent_fds[2];            /* the parent's ends of both pipes, for the child to close */
     char *workload_stack;         /* top of the stack the workload starts on */
-    volatile int workload_failed; /* set by the workload when a step failed */
+    /* A failed step, also recorded here (this memory is shared): after a
+     * seccomp filter is installed, the workload may not be allowed to
+     * write its report, but its setup process or the parent can. */
+    volatile int failed_step;
+    volatile int failed_err;      /* 0: no step failed */
     int fork_step;                /* index of the ISO_OP_FORK_WORKLOAD step */
     int first_step;               /* where the namespaced child starts in the plan */
     char *child_stack;            /* top of its stack (used by the joiner) */

@@ -179,10 +179,11 @@ void iso_free_stacks(void *stacks)
 
 /* Let the child go (or, if maps failed, tell it to give up), then wait
  * for its first report.  Returns 0 when the workload was exec'd. */
-static int release_child(const struct iso_plan *plan, pid_t pid, int *sync_fd,
+static int release_child(const struct iso_child *child, pid_t pid, int *sync_fd,
                          int report_fd, struct iso_result *res, int *execed_in_place,
                          int *undumpable)
 {
+    const struct iso_plan *plan = child->plan;
     int step = write_maps(plan, pid);
     if (step != 0) {
         int err = errno;
@@ -200,7 +201,12 @@ static int release_child(const struct iso_plan *plan, pid_t pid, int *sync_fd,
     int got = read_report(report_fd, &rec);
     if (got && rec.kind == ISO_REPORT_ERROR)
         return fail(res, rec.step, rec.err);
-    /* EOF: the workload was exec'd in place; EXECED: pid1 is on its way. */
+    /* EOF without a report: the workload was exec'd in place, or failed
+     * after its seccomp filter forbade it to write (it recorded why in
+     * our shared memory before exiting, which closed the pipe). */
+    if (!got && child->failed_err)
+        return fail(res, child->failed_step, child->failed_err);
+    /* EOF: the workload was exec'd in place; EXECED: pid1 is running. */
     *execed_in_place = !got;
     return 0;
 }
@@ -228,8 +234,12 @@ int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
         munmap(stacks, 2 * STACK_SIZE);
         return rc;
     }
-    struct iso_child child = { plan, sync_pipe[0], report_pipe[1], { sync_pipe[1], report_pipe[0] },
-                               stacks + 2 * STACK_SIZE, 0, -1, 0, stacks + STACK_SIZE, 0 };
+    struct iso_child child = {
+        .plan = plan, .sync_fd = sync_pipe[0], .report_fd = report_pipe[1],
+        .parent_fds = { sync_pipe[1], report_pipe[0] },
+        .workload_stack = stacks + 2 * STACK_SIZE, .fork_step = -1,
+        .child_stack = stacks + STACK_SIZE,
+    };
 
     /* Block every signal until the child has exec'd: it must not run the
      * caller's handlers (Python's write to the interpreter's wakeup fd),
@@ -255,7 +265,7 @@ int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
         close_fd(&sync_pipe[1]);
         close_fd(&report_pipe[0]);
         rc = -1;
-    } else if ((rc = release_child(plan, pid, &sync_pipe[1], report_pipe[0], res,
+    } else if ((rc = release_child(&child, pid, &sync_pipe[1], report_pipe[0], res,
                                    &execed_in_place, &undumpable)) < 0) {
         /* The child exits by itself after a failure; once it is reaped,
          * nothing runs on the stacks any more (its workload, if any, was

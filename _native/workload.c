@@ -25,8 +25,7 @@ struct workload_start {
 static int workload_main(void *arg)
 {
     struct workload_start *start = arg;
-    iso_run_steps(start->child, start->first);
-    start->child->workload_failed = 1;
+    iso_run_steps(start->child, start->first);   /* returns only on failure */
     _exit(127);
 }
 
@@ -63,8 +62,10 @@ void iso_start_workload(struct iso_child *child, int first)
         iso_report(child->report_fd, ISO_REPORT_ERROR, first - 1, errno, 0);
         _exit(127);
     }
-    if (child->workload_failed) {
-        /* Its error is on the report pipe already. */
+    if (child->failed_err) {
+        /* Report it for the workload, which a seccomp filter may have kept
+         * from writing (if it did write, the parent reads only the first). */
+        iso_report(child->report_fd, ISO_REPORT_ERROR, child->failed_step, child->failed_err, 0);
         waitpid(workload, NULL, 0);
         _exit(127);
     }

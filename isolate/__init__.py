@@ -14,6 +14,7 @@ from .mounts import Bind, Tmpfs
 from .namespace import ALL as ALL_NAMESPACES
 from .namespace import Namespace
 from .process import Process
+from .seccomp import Seccomp
 from .state import ContainerExists, ContainerNotFound, ContainerState, StateDir, StateError
 from ._stdio import DEVNULL, PIPE, STDOUT
 
@@ -23,6 +24,6 @@ __all__ = [
     "ALL_NAMESPACES", "Bind", "CalledProcessError", "CompletedProcess", "Config",
     "ConfigError", "Container", "ContainerExists", "ContainerNotFound",
     "ContainerState", "DEVNULL", "ExecutableNotFound", "IsolateError", "Namespace",
-    "NamespaceError", "PIPE", "Process", "STDOUT", "SpawnError", "StateDir",
+    "NamespaceError", "PIPE", "Process", "STDOUT", "Seccomp", "SpawnError", "StateDir",
     "StateError", "TimeoutExpired", "Tmpfs", "UserNamespaceError", "exec_in", "run",
 ]

@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from . import _rootfs, capabilities, rlimits
+from . import _rootfs, capabilities, rlimits, seccomp
 from ._native import lib
 from ._pid1 import init_fd
 from ._plan import NativePlan, Plan
@@ -161,7 +161,6 @@ def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> Non
                  num=rlimits.NAMES[name], num2=soft, num3=hard)
     profile = _seccomp_profile(config)
     if profile is not None:
-        from . import seccomp
         plan.seccomp_filter = seccomp.compile_bpf(profile)
     if profile is not None and not config.no_new_privs:
         # Without no_new_privs, installing a filter takes CAP_SYS_ADMIN,
@@ -185,9 +184,8 @@ def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> Non
         _add_seccomp(plan)   # last: the filter judges the workload's calls, not ours
 
 
-def _seccomp_profile(config: Config):
+def _seccomp_profile(config: Config) -> seccomp.Seccomp | None:
     if config.seccomp == "default":
-        from . import seccomp
         return seccomp.docker_default(config.capabilities)
     return config.seccomp
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import attrs
 
-from . import capabilities, masked, namespace, rlimits
+from . import capabilities, masked, namespace, rlimits, seccomp
 from .capabilities import parser as _capability_set
 from .errors import ConfigError
 from .mounts import Bind, Tmpfs
@@ -109,15 +108,14 @@ def _join(value: Iterable[Namespace]) -> tuple[Namespace, ...]:
     return joined
 
 
-def _seccomp(value: Any) -> Any:
+def _seccomp(value: seccomp.Seccomp | str | None) -> seccomp.Seccomp | str | None:
     """"default" (Docker's profile, adjusted to the kept capabilities), a
     Seccomp profile, or None ("unconfined") for no filter."""
     if value is None or value == "unconfined":
         return None
     if value == "default":
         return "default"
-    from .seccomp import Seccomp
-    if not isinstance(value, Seccomp):
+    if not isinstance(value, seccomp.Seccomp):
         raise ConfigError("seccomp", f"expected 'default', None or an isolate.Seccomp, got {value!r}")
     return value
 
@@ -154,7 +152,7 @@ class Config:
     cap_drop: frozenset[str] = attrs.field(default=(), converter=_capability_set("cap_drop"))
     no_new_privs: bool = attrs.field(default=True, converter=bool)
     rlimits: tuple[rlimits.Limit, ...] = attrs.field(default=None, converter=rlimits.parse)
-    seccomp: Any = attrs.field(default=None, converter=_seccomp)  # TEMP
+    seccomp: seccomp.Seccomp | str | None = attrs.field(default="default", converter=_seccomp)
     masked_paths: tuple[str, ...] = attrs.field(default=masked.MASKED,
                                                 converter=masked.paths("masked_paths"))
     readonly_paths: tuple[str, ...] = attrs.field(default=masked.READONLY,
@@ -165,7 +163,8 @@ class Config:
     _key: tuple = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        kept = (self.capabilities | self.cap_add) - self.cap_drop
+        # As Docker: drop first, then add (cap_drop=["ALL"], cap_add=[...] keeps just those).
+        kept = (self.capabilities - self.cap_drop) | self.cap_add
         object.__setattr__(self, "capabilities", frozenset(kept))
         joined = {ns.kind for ns in self.join}
         object.__setattr__(self, "_created", self.namespaces - joined)

@@ -44,6 +44,7 @@ def test_cap_add_and_cap_drop():
     assert int(status_field(status, "CapBnd"), 16) == expected
     assert int(status_field(status, "CapEff"), 16) == expected   # root inside: effective = bounding
     assert isolate.Config(cap_drop=["ALL"]).capabilities == frozenset()
+    assert isolate.Config(cap_drop=["ALL"], cap_add=["KILL"]).capabilities == {"KILL"}
 
 
 @pytest.mark.parametrize("field", ["capabilities", "cap_add", "cap_drop"])
