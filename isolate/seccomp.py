@@ -61,8 +61,10 @@ SCMP_ACT_ERRNO = 0x00050000          # | (errno & 0xffff)
 SCMP_ACT_LOG = 0x7ffc0000
 SCMP_ACT_ALLOW = 0x7fff0000
 
-# enum scmp_filter_attr: _SCMP_FLTATR_MIN = 0, ACT_DEFAULT = 1, ACT_BADARCH = 2.
+# enum scmp_filter_attr: _SCMP_FLTATR_MIN = 0, ACT_DEFAULT = 1, ACT_BADARCH = 2,
+# CTL_NNP, CTL_TSYNC, API_TSKIP, CTL_LOG, CTL_SSB, CTL_OPTIMIZE = 8.
 SCMP_FLTATR_ACT_BADARCH = 2
+SCMP_FLTATR_CTL_OPTIMIZE = 8
 
 # __NR_SCMP_ERROR: what seccomp_syscall_resolve_name returns for an unknown
 # name.  A name libseccomp knows but an architecture lacks resolves to a
@@ -355,6 +357,12 @@ def _compile(profile: Seccomp) -> bytes:
         _set_arches(lib, ctx, tokens)
         _check(lib.seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS),
                "seccomp_attr_set(SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)")
+        # A binary tree of system call numbers instead of a list: the kernel
+        # runs the filter for every syscall number when it is installed (to
+        # cache the ones always allowed), so a list of N rules costs
+        # N x ~900 steps per container start; the tree, log N.
+        _check(lib.seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2),
+               "seccomp_attr_set(SCMP_FLTATR_CTL_OPTIMIZE, 2)")
         for rule in dict.fromkeys(profile.rules):
             if rule.action != profile.default_action:  # libseccomp: EACCES
                 _add_rule(ffi, lib, ctx, rule, tokens)
