@@ -13,9 +13,12 @@ contenders:
   It is a server (one spawn per line on its stdin) and times itself, so the
   harness's own overhead is not in its numbers.
 * ``subprocess``: ``subprocess.run(["/bin/true"])``, no isolation at all.
-* ``isolate``: ``isolate.run(["/bin/true"])`` with the default isolation.
+* ``isolate``: ``isolate.run(["/bin/true"])`` with the default isolation,
+  which includes masked /proc paths and a seccomp filter bwrap does not set
+  by default; ``isolate (no seccomp)`` is the same with ``seccomp=None``.
 * ``bwrap``: ``bwrap --unshare-all --ro-bind / / --proc /proc --dev /dev
-  --tmpfs /tmp /bin/true`` through ``subprocess.run``.
+  --tmpfs /tmp /bin/true`` through ``subprocess.run``; ``bwrap + seccomp``
+  adds ``--seccomp FD`` with isolate's default filter (the same BPF).
 * ``crun``: ``crun run`` of a generated OCI bundle (busybox as /bin/true in a
   read-only root, the same namespaces, uid/gid maps and /proc, /dev, /tmp
   mounts), through ``subprocess.run``; a unique container id per run and a
@@ -210,9 +213,10 @@ def isolate_default_namespaces() -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda n: (order.get(n, len(order)), n)))
 
 
-def isolate_contender(namespaces: Optional[tuple[str, ...]]) -> Contender:
+def isolate_contender(namespaces: Optional[tuple[str, ...]], name: str = "isolate.run",
+                      **config: object) -> Contender:
     """isolate.run(["/bin/true"]), default config unless namespaces is given."""
-    kwargs = {} if namespaces is None else {"namespaces": namespaces}
+    kwargs = dict(config) if namespaces is None else {"namespaces": namespaces, **config}
     state: dict = {}
 
     def prepare() -> None:
@@ -226,7 +230,34 @@ def isolate_contender(namespaces: Optional[tuple[str, ...]]) -> Contender:
         if rc != 0:
             raise RuntimeError(f"isolate.run: /bin/true exited with {rc}")
 
-    return Call("isolate.run", once, prepare)
+    return Call(name, once, prepare)
+
+
+class BwrapSeccomp(Call):
+    """bwrap with isolate's default seccomp filter (``--seccomp FD``; bwrap
+    reads the fd to its end, so it is opened afresh for every run)."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__("bwrap + seccomp", self.once)
+        self.filter = workdir / "seccomp.bpf"
+
+    def setup(self) -> None:
+        if not shutil.which("bwrap"):
+            raise Unavailable("not installed")
+        try:
+            from isolate import seccomp
+            self.filter.write_bytes(seccomp.compile_bpf(seccomp.docker_default()))
+        except Exception as e:
+            raise Unavailable(f"no filter: {type(e).__name__}: {e}"[:80]) from e
+        self.once()
+
+    def once(self) -> None:
+        fd = os.open(self.filter, os.O_RDONLY)
+        try:
+            subprocess.run(["bwrap", "--seccomp", str(fd)] + BWRAP_ARGS + [TRUE],
+                           pass_fds=[fd], check=True)
+        finally:
+            os.close(fd)
 
 
 # ---------------------------------------------------------------- crun ------
@@ -371,12 +402,13 @@ def report(contenders: list[Contender], samples: dict[str, list[int]],
         s = sorted(samples[c.name])
         ratio = f"{med[c.name] / floor:8.2f}" if floor else f"{'-':>8}"
         lines.append(f"{c.name:<22} {med[c.name]:10.3f} {percentile(s, 0.9):8.3f} {ratio}")
-    iso, bw = med.get("isolate.run"), med.get("bwrap")
+    iso = med.get("isolate.run")
     if iso and floor:
         lines.append(f"isolate / floor median: {iso / floor:.2f}  (target <= 2)")
-    if iso and bw:
-        lines.append(f"isolate / bwrap median: {iso / bw:.2f}  "
-                     f"(bwrap / isolate = {bw / iso:.2f}, target >= 2)")
+    for bwrap, isolate in (("bwrap", "isolate (no seccomp)"), ("bwrap + seccomp", "isolate.run")):
+        bw, iso = med.get(bwrap), med.get(isolate)
+        if iso and bw:
+            lines.append(f"{bwrap} / {isolate}: {bw / iso:.2f}  (target >= 2)")
     return "\n".join(lines)
 
 
@@ -424,7 +456,9 @@ def build_contenders(workdir: Path, namespaces: Optional[tuple[str, ...]]) -> li
         Floor(workdir, ns),
         Command("subprocess.run", [TRUE]),
         isolate_contender(namespaces),
+        isolate_contender(namespaces, "isolate (no seccomp)", seccomp=None),
         Command("bwrap", ["bwrap"] + BWRAP_ARGS + [TRUE]),
+        BwrapSeccomp(workdir),
         Crun(workdir, ns),
     ]
 

@@ -144,7 +144,6 @@ def denied_calls(fd: int) -> dict[str, tuple]:
         "tiocsti": ("ioctl", fd, TIOCSTI, 0),
         "tiocsti_upper": ("ioctl", fd, UPPER | TIOCSTI, 0),
         "tioclinux_upper": ("ioctl", fd, UPPER | TIOCLINUX, 0),
-        "personality_no_aslr": ("personality", 0x0040000),  # ADDR_NO_RANDOMIZE
     }
 
 
@@ -152,12 +151,12 @@ DENIED = {"keyctl": -errno.EPERM, "unshare": -errno.EPERM, "mount": -errno.EPERM
           "kexec_load": -errno.EPERM, "clone3": -errno.ENOSYS,
           "clone_newuser": -errno.EPERM, "clone_newns_upper": -errno.EPERM,
           "tiocsti": -errno.EPERM, "tiocsti_upper": -errno.EPERM,
-          "tioclinux_upper": -errno.EPERM, "personality_no_aslr": -errno.EPERM}
+          "tioclinux_upper": -errno.EPERM}
 
 
 def test_docker_default_denies(devnull):
     """keyctl, unshare, mount, kexec_load, namespace clones, TIOCSTI/TIOCLINUX
-    (also with upper bits set) and odd personalities fail with EPERM, clone3
+    (also with upper bits set) fail with EPERM, clone3
     with ENOSYS; without the filter the same calls do not."""
     calls = denied_calls(devnull)
     control = outcomes(None, calls)
@@ -169,8 +168,7 @@ def test_docker_default_denies(devnull):
 
 
 def test_docker_default_allows_ordinary_calls():
-    """getpid, fork (clone without namespace flags), ptrace-free personality
-    queries and the personalities Docker allows still work."""
+    """getpid, fork (clone without namespace flags) and personality still work."""
     def child() -> dict[str, object]:
         install(seccomp.compile_bpf(seccomp.docker_default(None)))
         pid = os.fork()
@@ -342,15 +340,6 @@ def test_compat_only_names_compile():
 def test_rule_with_default_action_is_a_no_op():
     assert seccomp.compile_bpf(Seccomp(ALLOW, (Rule("getpid", "allow"),))) == \
         seccomp.compile_bpf(Seccomp())
-
-
-def test_personality_patterns_cover_exactly_the_complement():
-    patterns = seccomp._outside(seccomp._PERSONALITIES)
-    samples = [*seccomp._PERSONALITIES, *(1 << i for i in range(32)),
-               *(0xFFFFFFFF ^ (1 << i) for i in range(32)), 0x9, 0x20009, 0x10008, 0x7FFFFFFF]
-    for x in samples:
-        denied = any(x & mask == value for mask, value in patterns)
-        assert denied == (x not in seccomp._PERSONALITIES), hex(x)
 
 
 # --- validation ------------------------------------------------------------------------
