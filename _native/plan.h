@@ -128,11 +128,15 @@ struct iso_result {
 #define ISO_STEP_GID_MAP -4
 #define ISO_STEP_SYNC -5
 #define ISO_STEP_PIPE -6
+#define ISO_STEP_CGROUP -7
 
-/* Spawn the container described by plan.  Returns 0 with pid, pidfd,
- * report_fd and stacks set once the workload has been exec'd, or -1 with
- * step/err set (the child, if any, has been reaped and every fd closed). */
-int iso_spawn(const struct iso_plan *plan, struct iso_result *res);
+/* Spawn the container described by plan.  The child's pid is written to
+ * each of the ncgroup_fds open cgroup.procs files while it waits, before
+ * it runs any step.  Returns 0 with pid, pidfd, report_fd and stacks set
+ * once the workload has been exec'd, or -1 with step/err set (the child,
+ * if any, has been reaped and every fd closed). */
+int iso_spawn(const struct iso_plan *plan, const int *cgroup_fds, int ncgroup_fds,
+              struct iso_result *res);
 
 /* Release the stacks of a spawn whose child has been reaped. */
 void iso_free_stacks(void *stacks);

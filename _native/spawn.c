@@ -164,6 +164,22 @@ static int write_maps(const struct iso_plan *plan, pid_t pid)
     return 0;
 }
 
+/* Put the child in its cgroup: one write of its pid per hierarchy. */
+static int join_cgroups(const int *fds, int n, pid_t pid)
+{
+    char text[16];
+    int len = snprintf(text, sizeof text, "%d", (int)pid);
+    for (int i = 0; i < n; i++) {
+        ssize_t w = write(fds[i], text, (size_t)len);
+        if (w != len) {
+            if (w >= 0)
+                errno = EIO;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Read one report record; returns 1, or 0 on EOF.  Every signal is blocked
  * meanwhile, so the read is never interrupted. */
 static int read_report(int fd, struct iso_report *rec)
@@ -180,11 +196,14 @@ void iso_free_stacks(void *stacks)
 /* Let the child go (or, if maps failed, tell it to give up), then wait
  * for its first report.  Returns 0 when the workload was exec'd. */
 static int release_child(const struct iso_child *child, pid_t pid, int *sync_fd,
+                         const int *cgroup_fds, int ncgroup_fds,
                          int report_fd, struct iso_result *res, int *execed_in_place,
                          int *undumpable)
 {
     const struct iso_plan *plan = child->plan;
     int step = write_maps(plan, pid);
+    if (step == 0 && join_cgroups(cgroup_fds, ncgroup_fds, pid) < 0)
+        step = ISO_STEP_CGROUP;
     if (step != 0) {
         int err = errno;
         close_fd(sync_fd);        /* EOF: the child exits */
@@ -211,7 +230,8 @@ static int release_child(const struct iso_child *child, pid_t pid, int *sync_fd,
     return 0;
 }
 
-int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
+int iso_spawn(const struct iso_plan *plan, const int *cgroup_fds, int ncgroup_fds,
+              struct iso_result *res)
 {
     int sync_pipe[2], report_pipe[2], pidfd = -1, rc, execed_in_place = 0, undumpable = 0;
     sigset_t all, old;
@@ -265,7 +285,8 @@ int iso_spawn(const struct iso_plan *plan, struct iso_result *res)
         close_fd(&sync_pipe[1]);
         close_fd(&report_pipe[0]);
         rc = -1;
-    } else if ((rc = release_child(&child, pid, &sync_pipe[1], report_pipe[0], res,
+    } else if ((rc = release_child(&child, pid, &sync_pipe[1], cgroup_fds, ncgroup_fds,
+                                   report_pipe[0], res,
                                    &execed_in_place, &undumpable)) < 0) {
         /* The child exits by itself after a failure; once it is reaped,
          * nothing runs on the stacks any more (its workload, if any, was

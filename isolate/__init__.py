@@ -8,8 +8,9 @@ See docs/api.md for the whole public API.
 """
 from .config import Config
 from .container import CompletedProcess, Container, exec_in, run
-from .errors import (CalledProcessError, ConfigError, ExecutableNotFound, IsolateError,
+from .errors import (CalledProcessError, CgroupError, ConfigError, ExecutableNotFound, IsolateError,
                      NamespaceError, SpawnError, TimeoutExpired, UserNamespaceError)
+from .limits import CgroupLimit
 from .mounts import Bind, Tmpfs
 from .namespace import ALL as ALL_NAMESPACES
 from .namespace import Namespace
@@ -21,7 +22,8 @@ from ._stdio import DEVNULL, PIPE, STDOUT
 __version__ = "0.1.0"
 
 __all__ = [
-    "ALL_NAMESPACES", "Bind", "CalledProcessError", "CompletedProcess", "Config",
+    "ALL_NAMESPACES", "Bind", "CalledProcessError", "CgroupError", "CgroupLimit",
+    "CompletedProcess", "Config",
     "ConfigError", "Container", "ContainerExists", "ContainerNotFound",
     "ContainerState", "DEVNULL", "ExecutableNotFound", "IsolateError", "Namespace",
     "NamespaceError", "PIPE", "Process", "STDOUT", "Seccomp", "SpawnError", "StateDir",

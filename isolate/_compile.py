@@ -64,13 +64,18 @@ def check_host(config: Config, argv: Sequence[bytes]) -> None:
 def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> Plan:
     """The plan for running argv; stdio holds the child's fds for 0, 1, 2 (-1: inherit)."""
     # clone(2) has no room for CLONE_NEWTIME: the child unshares it, and the
-    # exec that follows moves it into the new time namespace.
-    flags = clone_flags(config.created - {"time"})
+    # exec that follows moves it into the new time namespace.  A cgroup
+    # namespace is unshared only once the parent has put the child in its
+    # cgroup, which then becomes the namespace's root.
+    later = {"time"} | ({"cgroup"} if config.limits is not None else set())
+    flags = clone_flags(config.created - later)
     plan = Plan(clone_flags=flags, die_with_parent=config.die_with_parent)
     _add_joins(plan, config)
     _add_id_maps(plan, config)
-    if config.has("time"):
-        plan.add(lib.ISO_OP_UNSHARE, "unshare(CLONE_NEWTIME)", num=clone_flags(["time"]))
+    unshared = sorted(config.created & later)
+    if unshared:
+        names = " | ".join(f"CLONE_NEW{kind.upper()}" for kind in unshared)
+        plan.add(lib.ISO_OP_UNSHARE, f"unshare({names})", num=clone_flags(unshared))
     if config.has("mount"):
         _rootfs.add_rootfs_steps(plan, config)
     if config.has("uts"):

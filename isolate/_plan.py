@@ -66,6 +66,7 @@ _STAGES = {
     lib.ISO_STEP_GID_MAP: "write /proc/PID/gid_map",
     lib.ISO_STEP_SYNC: "wait for the parent",
     lib.ISO_STEP_PIPE: "allocate the child's pipes and stacks",
+    lib.ISO_STEP_CGROUP: "write the child's pid to its cgroup.procs",
 }
 
 

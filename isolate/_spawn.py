@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -29,10 +30,13 @@ def free_stacks(stacks: Any) -> None:
         lib.iso_free_stacks(stacks)
 
 
-def spawn(plan: Plan, native: NativePlan) -> Spawned:
-    """Clone and run `plan` (laid out as `native`); returns once the workload has been exec'd."""
+def spawn(plan: Plan, native: NativePlan, cgroup_fds: Sequence[int] = ()) -> Spawned:
+    """Clone and run `plan` (laid out as `native`), placing the child in the
+    cgroups whose open cgroup.procs files are `cgroup_fds` before it runs
+    anything; returns once the workload has been exec'd."""
     result = ffi.new("struct iso_result *")
-    if lib.iso_spawn(native.struct, result) < 0:
+    fds = ffi.new("int[]", list(cgroup_fds)) if cgroup_fds else ffi.NULL
+    if lib.iso_spawn(native.struct, fds, len(cgroup_fds), result) < 0:
         raise _error(plan, result.step, result.err)
     return Spawned(result.pid, result.pidfd, result.report_fd, result.stacks)
 

@@ -14,6 +14,7 @@ import attrs
 from . import capabilities, masked, namespace, rlimits, seccomp
 from .capabilities import parser as _capability_set
 from .errors import ConfigError
+from .limits import CgroupLimit
 from .mounts import Bind, Tmpfs
 from .namespace import Namespace
 
@@ -120,6 +121,23 @@ def _seccomp(value: seccomp.Seccomp | str | None) -> seccomp.Seccomp | str | Non
     return value
 
 
+def _limits(value: CgroupLimit | None) -> CgroupLimit | None:
+    if value is not None and not isinstance(value, CgroupLimit):
+        raise ConfigError("limits", f"expected an isolate.CgroupLimit, got {value!r}")
+    return value
+
+
+def _cgroup_parent(value: str | None) -> str | None:
+    """A path in the cgroup hierarchy, such as "/system.slice/x.service"."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value \
+            or ".." in value.split("/"):
+        raise ConfigError("cgroup_parent", f"expected an absolute cgroup path without '..', "
+                                           f"got {value!r}")
+    return "/" + value.strip("/") if value.strip("/") else ""
+
+
 def _pass_fds(value: Iterable[int]) -> tuple[int, ...]:
     fds = tuple(sorted(set(value)))
     for fd in fds:
@@ -158,6 +176,8 @@ class Config:
     readonly_paths: tuple[str, ...] = attrs.field(default=masked.READONLY,
                                                   converter=masked.paths("readonly_paths"))
     join: tuple[Namespace, ...] = attrs.field(default=(), converter=_join)
+    limits: CgroupLimit | None = attrs.field(default=None, converter=_limits)
+    cgroup_parent: str | None = attrs.field(default=None, converter=_cgroup_parent)
     # Derived once (the class is frozen): asked for on every spawn.
     _created: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
     _key: tuple = attrs.field(init=False, eq=False, repr=False)
@@ -211,6 +231,8 @@ def _check_combinations(config: Config) -> None:
         if config.rootfs is not None or config.mounts:
             field = "rootfs" if config.rootfs is not None else "mounts"
             raise ConfigError(field, "needs the 'mount' namespace")
+    if config.cgroup_parent is not None and config.limits is None:
+        raise ConfigError("cgroup_parent", "only used with limits=")
     if (config.uid_map or config.gid_map) and not config.has("user"):
         raise ConfigError("uid_map", "id maps need the 'user' namespace")
     if not config.rootfs_readonly and config.rootfs is None:

@@ -13,17 +13,25 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
+from . import cgroups
 from ._compile import prepare, uses_init
 from ._spawn import spawn
 from ._stdio import PIPE, open_stdio
+from .cgroup_stats import Stats
 from .config import Config, make_config
-from .errors import CalledProcessError, ConfigError, IsolateError, NamespaceError, TimeoutExpired
+from .errors import (CalledProcessError, CgroupError, ConfigError, IsolateError, NamespaceError,
+                     TimeoutExpired)
+from .limits import CgroupLimit
 from .namespace import Namespace
 from .process import Process
 
 
 class CompletedProcess(subprocess.CompletedProcess):
-    """What run() returns: args, returncode, stdout, stderr."""
+    """What run() returns: args, returncode, stdout, stderr; with `limits`,
+    also `oom_killed` and the cgroup's final `stats` (else False and None)."""
+
+    oom_killed: bool = False
+    stats: Stats | None = None
 
 
 def _argv(args: Sequence[str | bytes | os.PathLike]) -> list[bytes]:
@@ -57,6 +65,8 @@ class Container:
         self._stdio_choice = (stdin, stdout, stderr)
         self.process: Process | None = None
         self._execs: list[Process] = []
+        self.cgroup = None                  # CgroupV1/CgroupV2 with limits=
+        self._final: tuple[bool, Stats] | None = None   # (oom_killed, stats) once removed
 
     def __enter__(self) -> Container:
         if self.process is None:
@@ -85,13 +95,70 @@ class Container:
             raise RuntimeError("this container was already started")
         stdio = open_stdio(*self._stdio_choice)
         try:
-            spawned = spawn(*prepare(self.config, self.argv, stdio.child))
+            plan = prepare(self.config, self.argv, stdio.child)   # raises before anything exists
+            self.cgroup = self._make_cgroup()
+            spawned = self._spawn(plan)
         except BaseException:
             stdio.close_all()
+            self._remove_cgroup()
             raise
         stdio.close_child_ends()
         self.process = Process(self.args, spawned, stdio.parent, uses_init(self.config))
         return self.process
+
+    def _make_cgroup(self):
+        if self.config.limits is None:
+            return None
+        return cgroups.create(self.config.limits, self.config.cgroup_parent)
+
+    def _spawn(self, plan):
+        if self.cgroup is None:
+            return spawn(*plan)
+        fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in self.cgroup.procs_paths()]
+        try:
+            return spawn(*plan, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _remove_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self._final = (self.cgroup.oom_killed(), self.cgroup.stats())
+            self.cgroup.remove()
+            self.cgroup = None
+
+    # --- the cgroup (limits=) -------------------------------------------------
+
+    def stats(self) -> Stats:
+        """A snapshot of the container's cgroup: memory, CPU, pids, I/O."""
+        if self._final is not None:
+            return self._final[1]
+        return self._cgroup().stats()
+
+    @property
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer killed a process of the container."""
+        if self._final is not None:
+            return self._final[0]
+        return self.cgroup is not None and self.cgroup.oom_killed()
+
+    def update(self, limits: CgroupLimit) -> None:
+        """Change the limits of the running container (fields left None stay)."""
+        if not isinstance(limits, CgroupLimit):
+            raise ConfigError("limits", f"expected an isolate.CgroupLimit, got {limits!r}")
+        self._cgroup().apply(limits)
+
+    def freeze(self) -> None:
+        """Stop every process of the container until thaw()."""
+        self._cgroup().freeze()
+
+    def thaw(self) -> None:
+        self._cgroup().thaw()
+
+    def _cgroup(self):
+        if self.cgroup is None:
+            raise CgroupError(0, "this container has no cgroup: start it with limits=")
+        return self.cgroup
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the workload to end and return its returncode."""
@@ -126,8 +193,12 @@ class Container:
         self._execs = [p for p in self._execs if p.poll() is None]
 
     def kill(self) -> None:
-        """SIGKILL the container (every process in its PID namespace)."""
-        self._running().kill()
+        """SIGKILL the container: every process in its PID namespace, and
+        with limits= every process in its cgroup."""
+        process = self._running()
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        process.kill()
 
     def close(self) -> None:
         """Kill the container if it still runs, reap it, close its fds."""
@@ -140,6 +211,7 @@ class Container:
             process.kill()
             process.wait()
         self._execs.clear()
+        self._remove_cgroup()
         self.process.close()
 
     def _running(self) -> Process:
@@ -222,6 +294,9 @@ def run(args: Sequence[str | bytes | os.PathLike], *, input: bytes | str | None 
             raise TimeoutExpired(container.args, timeout, exc.output, exc.stderr) from None
     result = CompletedProcess(container.args, container.returncode,
                               _decode(out, text), _decode(err, text))
+    if container.config.limits is not None:
+        result.oom_killed = container.oom_killed
+        result.stats = container.stats() if container._final else None
     if check and result.returncode:
         raise CalledProcessError(result.returncode, container.args, result.stdout, result.stderr)
     return result

@@ -63,3 +63,11 @@ class CalledProcessError(IsolateError, subprocess.CalledProcessError):
 
 class NamespaceError(IsolateError, OSError):
     """A namespace could not be opened, joined, created or pinned."""
+
+
+class CgroupError(IsolateError, OSError):
+    """A container's cgroup could not be created, limited, or used; the
+    message names the cgroup file and says why."""
+
+    def __str__(self) -> str:
+        return self.strerror

@@ -172,9 +172,33 @@ def temp_entries() -> set[str]:
     return entries
 
 
+def cgroup_dirs() -> set[str]:
+    """isolate's cgroups where it makes them: beneath this process's own
+    cgroup in every hierarchy (v1) or in the unified one (v2)."""
+    found = set()
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    with open("/proc/self/cgroup") as f:
+        own = [line.rstrip("\n").split(":", 2) for line in f]
+    for fields in mounts:
+        tail = fields[fields.index("-") + 1:]
+        if tail[0] == "cgroup2" and fields[4] != "/sys/fs/cgroup/unified":
+            paths = [p for _, c, p in own if not c]
+        elif tail[0] == "cgroup":
+            paths = [p for _, c, p in own if set(c.split(",")) & set(tail[2].split(","))]
+        else:
+            continue
+        for path in paths:
+            base = fields[4] + path
+            found.update(os.path.join(base, n) for n in os.listdir(base) if n.startswith("isolate-"))
+    return found
+
+
 def snapshot() -> dict[str, Any]:
-    """Everything a container could leak: fds, mounts, processes, temp entries."""
+    """Everything a container could leak: fds, mounts, processes, temp
+    entries, cgroups."""
     return {
+        "cgroups": cgroup_dirs(),
         "fds": open_fds(),
         "mounts": host_mountinfo(),
         "children": child_processes(),
@@ -186,7 +210,7 @@ def snapshot() -> dict[str, Any]:
 def assert_no_leaks(before: dict[str, Any], after: dict[str, Any]) -> None:
     """Fail naming exactly what appeared (or vanished) between two snapshots."""
     problems = []
-    for key in ("fds", "temp"):
+    for key in ("fds", "temp", "cgroups"):
         added = sorted(set(after[key]) - set(before[key]))
         if added:
             problems.append(f"new {key}: {added}")
