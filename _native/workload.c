@@ -58,6 +58,12 @@ void iso_start_workload(struct iso_child *child, int first)
     child->fork_step = first - 1;
     pid_t workload = clone(workload_main, child->workload_stack,
                            CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
+    if (workload < 0 && errno == EINVAL) {
+        /* Linux before 6.7 refuses CLONE_VM to a process that unshared a
+         * time namespace it has not entered yet.  Copy the memory there
+         * (slower); a failing workload then reports on the pipe itself. */
+        workload = clone(workload_main, child->workload_stack, CLONE_VFORK | SIGCHLD, &start);
+    }
     if (workload < 0) {
         iso_report(child->report_fd, ISO_REPORT_ERROR, first - 1, errno, 0);
         _exit(127);

@@ -112,6 +112,13 @@ def _enable(base: str, controllers: frozenset[str]) -> None:
     if missing:
         raise CgroupError(errno.ENOTSUP, f"controller(s) {', '.join(sorted(missing))} are not "
                           f"available in {base} (cgroup.controllers: {' '.join(sorted(available)) or 'none'})")
+    if not controllers:
+        return
+    # Checked here rather than left to the kernel, which refuses domain
+    # controllers (memory, cpu, io) when they are enabled but threaded
+    # ones (pids, cpuset) only when the child is joined.
+    if base != ROOT and files.procs(base):
+        raise _internal_processes(base, controllers)
     enabled = set(files.read(os.path.join(base, "cgroup.subtree_control")).split())
     wanted = controllers - enabled
     if not wanted:
@@ -122,11 +129,15 @@ def _enable(base: str, controllers: frozenset[str]) -> None:
     except CgroupError as exc:
         if exc.errno != errno.EBUSY:
             raise
-        raise CgroupError(errno.EBUSY, f"cannot enable {', '.join(sorted(wanted))} for the children "
-                          f"of {base}: it holds processes, and cgroup v2 lets only a cgroup without "
-                          f"processes give controllers to its children. Pass cgroup_parent= a "
-                          f"cgroup without processes (a delegated subtree), or run the caller in a "
-                          f"leaf cgroup of its own") from None
+        raise _internal_processes(base, wanted) from None
+
+
+def _internal_processes(base: str, controllers: set[str] | frozenset[str]) -> CgroupError:
+    return CgroupError(errno.EBUSY, f"cannot enable {', '.join(sorted(controllers))} for the children "
+                       f"of {base}: it holds processes, and cgroup v2 lets only a cgroup without "
+                       f"processes give controllers to its children. Pass cgroup_parent= a "
+                       f"cgroup without processes (a delegated subtree), or run the caller in a "
+                       f"leaf cgroup of its own")
 
 
 def _settings(limits: CgroupLimit) -> list[tuple[str, str]]:
