@@ -33,7 +33,7 @@ class CgroupV2:
     @classmethod
     def create(cls, limits: CgroupLimit, parent: str | None, name: str) -> CgroupV2:
         """Make `name` under `parent` (default: our own cgroup), with limits."""
-        base = ROOT + (parent if parent is not None else files.own_path())
+        base = os.path.normpath(ROOT + (parent if parent is not None else files.own_path()))
         _enable(base, limits.controllers())
         files.make_dir(os.path.join(base, name))
         group = cls(os.path.join(base, name))
