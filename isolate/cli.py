@@ -28,6 +28,7 @@ from . import named, namespace
 from .config import Config
 from .container import Container
 from .errors import ExecutableNotFound, IsolateError
+from .limits import CgroupLimit
 from .mounts import Bind, Tmpfs
 from .state import ContainerState, StateDir
 
@@ -120,6 +121,12 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="the seccomp filter: Docker's default profile (default), or none")
     opt("--allow-new-privs", dest="no_new_privs", action="store_false",
         help="do not set no_new_privs (by default setuid binaries grant nothing)")
+    opt("--memory", metavar="SIZE", help="memory limit (cgroup), e.g. 256M")
+    opt("--memory-swap", metavar="SIZE", help="memory plus swap limit, e.g. 256M (= --memory: no swap)")
+    opt("--cpus", type=float, metavar="N", help="CPU time limit in CPUs, e.g. 0.5")
+    opt("--pids-limit", type=int, metavar="N", help="most processes and threads at once")
+    opt("--cpuset-cpus", metavar="LIST", help="CPUs the container may use, e.g. 0-1")
+    opt("--cgroup-parent", metavar="PATH", help="create the container's cgroup under PATH")
     opt("--name", help="name the container, to exec into, kill or remove it later")
     opt("-d", "--detach", action="store_true",
         help="start it in the background (output in the state directory) and print its name")
@@ -253,6 +260,13 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         config["seccomp"] = None
     if not args.no_new_privs:
         config["no_new_privs"] = False
+    limits = {key: value for key, value in (
+        ("memory", args.memory), ("memory_swap", args.memory_swap), ("cpu", args.cpus),
+        ("pids", args.pids_limit), ("cpuset", args.cpuset_cpus)) if value is not None}
+    if limits:
+        config["limits"] = CgroupLimit(**limits)
+    if args.cgroup_parent is not None:
+        config["cgroup_parent"] = args.cgroup_parent
     env = make_env(args.env, args.inherit_env)
     if env is not None:
         config["env"] = env

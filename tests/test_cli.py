@@ -280,3 +280,17 @@ def test_bad_security_options(args: list[str]) -> None:
     r = isolate_run(*args, "--", "true")
     assert r.returncode in (2, 125)
     assert "Traceback" not in r.stderr and r.stderr.strip()
+
+
+def test_resource_limit_options() -> None:
+    """--memory/--memory-swap end a memory bomb (exit 137: SIGKILL);
+    --pids-limit stops forks; a bad size is a one-line error (125)."""
+    r = isolate_run("--memory", "32M", "--memory-swap", "32M", "--",
+                    PYTHON, "-c", "x = bytearray(1 << 28)")
+    assert r.returncode == 128 + signal.SIGKILL
+    r = isolate_run("--pids-limit", "5", "--", "sh", "-c",
+                    "for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait")
+    assert "cannot fork" in r.stderr.lower()
+    r = isolate_run("--memory", "lots", "--", "true")
+    assert r.returncode == 125
+    assert "CgroupLimit.memory" in assert_one_line_error(r)
