@@ -303,6 +303,47 @@ def test_v2_no_internal_processes():
     assert out["parent"] == 0
 
 
+@pytest.mark.cgroup_v2
+def test_rootless_in_a_delegated_subtree(rootless):
+    """An unprivileged caller living in a subtree delegated to it (as
+    systemd's Delegate= does: the directory and its cgroup.procs,
+    cgroup.subtree_control and cgroup.threads are its own) gets its
+    limits, with cgroup_parent naming the subtree."""
+    uid, gid = rootless
+    subtree = f"/isolate-test-deleg-{os.getpid()}"
+    path = "/sys/fs/cgroup" + subtree
+    os.mkdir(path)
+    os.mkdir(path + "/leaf")
+    for name in ("", "/cgroup.procs", "/cgroup.subtree_control", "/cgroup.threads",
+                 "/leaf", "/leaf/cgroup.procs"):
+        os.chown(path + name, uid, gid)
+
+    def enter() -> None:
+        with open(path + "/leaf/cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
+        drop_to(uid, gid)()
+
+    def body() -> tuple[int, str, str]:
+        with isolate.Container(["sleep", "30"], limits=CgroupLimit(pids=10, memory="64M"),
+                               cgroup_parent=subtree) as c:
+            where = c.cgroup.path
+            pids_max = open(where + "/pids.max").read().strip()
+            c.kill()
+            return c.wait(timeout=RUN_TIMEOUT * SLOW), where, pids_max
+
+    isolate.run(["true"])
+    try:
+        returncode, where, pids_max = unwrap(run_in_fork(body, setup=enter, timeout=120 * SLOW))
+    finally:
+        wait_until(lambda: not open(path + "/leaf/cgroup.procs").read().strip())
+        leftovers = [n for n in os.listdir(path) if n.startswith("isolate-")]
+        os.rmdir(path + "/leaf")
+        os.rmdir(path)
+    assert returncode == -signal.SIGKILL
+    assert os.path.dirname(where) == path and pids_max == "10"
+    assert leftovers == []
+
+
 def _hierarchy_roots() -> list[str]:
     if cgroups.unified():
         return ["/sys/fs/cgroup"]
