@@ -15,7 +15,9 @@ contenders:
 * ``subprocess``: ``subprocess.run(["/bin/true"])``, no isolation at all.
 * ``isolate``: ``isolate.run(["/bin/true"])`` with the default isolation,
   which includes masked /proc paths and a seccomp filter bwrap does not set
-  by default; ``isolate (no seccomp)`` is the same with ``seccomp=None``.
+  by default; ``isolate (no seccomp)`` is the same with ``seccomp=None``;
+  ``isolate + limits`` adds ``limits=CgroupLimit(memory="256M", pids=64,
+  cpu=1)``: a cgroup made, joined and removed per run.
 * ``bwrap``: ``bwrap --unshare-all --ro-bind / / --proc /proc --dev /dev
   --tmpfs /tmp /bin/true`` through ``subprocess.run``; ``bwrap + seccomp``
   adds ``--seccomp FD`` with isolate's default filter (the same BPF).
@@ -233,6 +235,20 @@ def isolate_contender(namespaces: Optional[tuple[str, ...]], name: str = "isolat
     return Call(name, once, prepare)
 
 
+def isolate_limits_contender(namespaces: Optional[tuple[str, ...]]) -> Contender:
+    """isolate.run with cgroup limits (memory, pids, cpu)."""
+    try:
+        limits = isolate_module().CgroupLimit(memory="256M", pids=64, cpu=1)
+    except Exception as e:  # not built yet: reported by the plain contender
+        limits = None
+        reason = f"{type(e).__name__}: {e}"[:80]
+    if limits is None:
+        def missing() -> None:
+            raise Unavailable(reason)
+        return Call("isolate + limits", lambda: None, missing)
+    return isolate_contender(namespaces, "isolate + limits", limits=limits)
+
+
 class BwrapSeccomp(Call):
     """bwrap with isolate's default seccomp filter (``--seccomp FD``; bwrap
     reads the fd to its end, so it is opened afresh for every run)."""
@@ -405,6 +421,9 @@ def report(contenders: list[Contender], samples: dict[str, list[int]],
     iso = med.get("isolate.run")
     if iso and floor:
         lines.append(f"isolate / floor median: {iso / floor:.2f}  (target <= 2)")
+    if iso and med.get("isolate + limits"):
+        lines.append(f"isolate + limits / isolate.run: {med['isolate + limits'] / iso:.2f} "
+                     f"(+{med['isolate + limits'] - iso:.3f} ms for the cgroup)")
     for bwrap, isolate in (("bwrap", "isolate (no seccomp)"), ("bwrap + seccomp", "isolate.run")):
         bw, iso = med.get(bwrap), med.get(isolate)
         if iso and bw:
@@ -457,6 +476,7 @@ def build_contenders(workdir: Path, namespaces: Optional[tuple[str, ...]]) -> li
         Command("subprocess.run", [TRUE]),
         isolate_contender(namespaces),
         isolate_contender(namespaces, "isolate (no seccomp)", seccomp=None),
+        isolate_limits_contender(namespaces),
         Command("bwrap", ["bwrap"] + BWRAP_ARGS + [TRUE]),
         BwrapSeccomp(workdir),
         Crun(workdir, ns),
