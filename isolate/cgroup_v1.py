@@ -81,7 +81,10 @@ class CgroupV1:
                 files.write(os.path.join(directory, key), files.read(os.path.join(base, key)).strip() or "\n")
 
     def procs_paths(self) -> list[str]:
-        return [os.path.join(d, "cgroup.procs") for d in sorted(set(self.dirs.values()))]
+        return [os.path.join(d, "cgroup.procs") for d in self.directories()]
+
+    def directories(self) -> list[str]:
+        return sorted(set(self.dirs.values()))
 
     def apply(self, limits: CgroupLimit) -> None:
         for controller, name, value in _settings(limits):

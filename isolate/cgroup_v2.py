@@ -47,6 +47,9 @@ class CgroupV2:
     def procs_paths(self) -> list[str]:
         return [self._file("cgroup.procs")]
 
+    def directories(self) -> list[str]:
+        return [self.path]
+
     def apply(self, limits: CgroupLimit) -> None:
         """Write every limit that is set (a live update leaves the rest)."""
         for name, value in _settings(limits):

@@ -22,6 +22,7 @@ import itertools
 import os
 import warnings
 
+from . import cgroup_files as files
 from .cgroup_stats import Stats
 from .cgroup_v1 import CgroupV1
 from .cgroup_v2 import CgroupV2
@@ -46,6 +47,19 @@ def _fstype(path: str) -> str:
             if fields[4] == path:
                 return fields[fields.index("-") + 1]
     return ""
+
+
+def remove_directories(directories: list[str]) -> None:
+    """Remove a cgroup known only by its directories (a detached container's,
+    from its record): SIGKILL what is still in it, then rmdir each."""
+    for directory in directories:
+        for pid in files.procs(directory):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+    for directory in directories:
+        files.remove_dir(directory)
 
 
 def new_name() -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from . import _sys
+from . import _sys, cgroups
 from ._stdio import DEVNULL
 from .config import Config
 from .container import CompletedProcess, Container, exec_in
@@ -43,6 +43,9 @@ def start_detached(states: StateDir, name: str, args: Sequence[str], config: Con
         container = Container(args, config=detached, stdin=DEVNULL, stdout=log, stderr=log)
         process = container.start()
     record = ContainerState.for_process(name, process.pid, container.args, container.config)
+    if container.cgroup is not None:
+        # It outlives us, limits and all, until `rm` removes it.
+        record.config["cgroups"] = container.cgroup.directories()
     states.save(record)
     return record
 
@@ -81,6 +84,7 @@ def remove_named(states: StateDir, name: str, force: bool = False) -> None:
     if force and record.status() == RUNNING:
         kill_named(states, name)
     states.remove(name, force=force)
+    cgroups.remove_directories(record.config.get("cgroups", []))
     try:
         os.unlink(log_file(states, name))
     except FileNotFoundError:

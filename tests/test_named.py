@@ -152,3 +152,17 @@ def test_bad_names_are_refused(root: Path) -> None:
     r = cli(root, "run", "--name", "../x", "-d", "--", "true")
     assert r.returncode == 125 and "name" in r.stderr
     assert not (root.parent / "x.json").exists()
+
+
+def test_detached_container_keeps_its_limits_until_rm(root: Path) -> None:
+    """run -d with limits: the cgroup outlives the starter (the limits stay
+    in force), and rm -f kills the container and removes the cgroup."""
+    from conftest import cgroup_dirs
+    before = cgroup_dirs()
+    r = cli(root, "run", "--name", "lim", "-d", "--pids-limit", "10", "--", "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    made = cgroup_dirs() - before
+    assert made and all(os.path.basename(d).startswith("isolate-") for d in made)
+    assert any(open(os.path.join(d, "cgroup.procs")).read().split() for d in made)
+    assert cli(root, "rm", "-f", "lim").returncode == 0
+    assert cgroup_dirs() == before
