@@ -14,6 +14,7 @@ from .limits import CgroupLimit
 from .mounts import Bind, Tmpfs
 from .namespace import ALL as ALL_NAMESPACES
 from .namespace import Namespace
+from .overlay import Overlay
 from .process import Process
 from .seccomp import Seccomp
 from .state import ContainerExists, ContainerNotFound, ContainerState, StateDir, StateError
@@ -26,6 +27,6 @@ __all__ = [
     "CompletedProcess", "Config",
     "ConfigError", "Container", "ContainerExists", "ContainerNotFound",
     "ContainerState", "DEVNULL", "ExecutableNotFound", "IsolateError", "Namespace",
-    "NamespaceError", "PIPE", "Process", "STDOUT", "Seccomp", "SpawnError", "StateDir",
+    "NamespaceError", "Overlay", "PIPE", "Process", "STDOUT", "Seccomp", "SpawnError", "StateDir",
     "StateError", "TimeoutExpired", "Tmpfs", "UserNamespaceError", "exec_in", "run",
 ]

@@ -23,6 +23,7 @@ from ._plan import NativePlan, Plan
 from .config import Config
 from .errors import ConfigError, ExecutableNotFound
 from .mounts import Bind
+from .overlay import Overlay
 from .namespace import Namespace, clone_flags
 
 
@@ -52,6 +53,10 @@ def check_host(config: Config, argv: Sequence[bytes]) -> None:
     """What can be known before clone: raises ConfigError or ExecutableNotFound."""
     _check_unprivileged_maps(config)
     _check_privileges(config)
+    if isinstance(config.rootfs, Overlay):
+        if config.has("user") or config.joins("user"):
+            config.rootfs.check_user_namespace()
+        config.rootfs.prepare()
     # Paths under a fresh mount of the container: only the child can check those.
     covered = _rootfs.mount_targets(config) if config.has("mount") else []
     _check_cwd(config, covered)
@@ -248,8 +253,8 @@ def _under(path: str, targets: list[str]) -> bool:
 
 def _check_mount_targets(config: Config, covered: list[str]) -> None:
     """A mount target in a read-only root must exist, or mkdir would fail."""
-    if not config.rootfs_readonly:
-        return
+    if not config.rootfs_readonly or isinstance(config.rootfs, Overlay):
+        return   # writable, or layered: the child creates missing targets
     root = config.rootfs or "/"
     for index, mount in enumerate(config.mounts):
         parent_covered = _under(mount.target, [t for t in covered if t != mount.target])
@@ -267,8 +272,8 @@ def _check_cwd(config: Config, covered: list[str]) -> None:
     """A cwd that plainly does not exist fails here rather than in chdir."""
     if config.cwd == "/":
         return   # every root has one
-    if config.joins("mount") or _under(config.cwd, covered):
-        return   # inside a joined or fresh mount: only the child can tell
+    if config.joins("mount") or _under(config.cwd, covered) or isinstance(config.rootfs, Overlay):
+        return   # inside a joined, fresh or layered mount: only the child can tell
     root = (config.rootfs or "/") if config.has("mount") else "/"
     if not os.path.isdir(os.path.join(root, config.cwd.lstrip("/"))):
         raise ConfigError("cwd", f"{config.cwd} is not a directory in the container")

@@ -4,7 +4,9 @@ The layout, for a root at STAGE (the rootfs directory, or /tmp in the new
 mount namespace when the root is the host's "/"):
 
 1. make every mount private, so nothing propagates back to the host;
-2. bind the root onto STAGE recursively, then make it read-only;
+2. bind the root onto STAGE recursively (or, for an Overlay, mount the
+   overlay there, its ephemeral upper on a tmpfs at a scratch directory),
+   then make it read-only if asked;
 3. a fresh /proc (new PID namespace), /sys (new net namespace), a minimal
    /dev, a private /tmp, then the caller's extra mounts;
 4. pivot_root into STAGE and detach the old root.
@@ -20,7 +22,9 @@ from . import _sys
 from ._native import lib
 from ._plan import Plan
 from .config import Config
+from .errors import ConfigError
 from .mounts import Bind, Tmpfs
+from .overlay import Overlay
 
 #: Where the host's "/" is bound in the new mount namespace before pivot_root.
 #: Mounting over it there changes nothing on the host.
@@ -35,9 +39,17 @@ NOSUID_NODEV = _sys.MS_NOSUID | _sys.MS_NODEV
 NOSUID_NODEV_NOEXEC = NOSUID_NODEV | _sys.MS_NOEXEC
 
 
+#: Where an ephemeral overlay's tmpfs (upper and work) can be mounted in the
+#: new mount namespace: the first that holds no lower layer (a mount there
+#: would hide it from the overlay).  It goes away with the old root.
+SCRATCH_CANDIDATES = ("/dev/shm", "/run", "/mnt", "/media", "/srv", "/opt", "/var")
+
+
 def stage_of(config: Config) -> str:
     """The directory that becomes the container's "/"."""
-    return config.rootfs if config.rootfs is not None else HOST_ROOT_STAGE
+    if config.rootfs is None or isinstance(config.rootfs, Overlay):
+        return HOST_ROOT_STAGE
+    return config.rootfs
 
 
 def fresh_proc(config: Config) -> bool:
@@ -66,10 +78,13 @@ def add_rootfs_steps(plan: Plan, config: Config) -> None:
     path is relative: the child resolves it inside the root, so a symlink
     in a root filesystem cannot send a mount or a new file outside it."""
     stage = stage_of(config)
-    source = config.rootfs if config.rootfs is not None else "/"
     _host_mount(plan, None, "/", _sys.MS_REC | _sys.MS_PRIVATE)
     slots = _open_bind_sources(plan, config)
-    _host_mount(plan, source, stage, _sys.MS_BIND | _sys.MS_REC)
+    if isinstance(config.rootfs, Overlay):
+        _mount_overlay(plan, config.rootfs, stage)
+    else:
+        source = config.rootfs if config.rootfs is not None else "/"
+        _host_mount(plan, source, stage, _sys.MS_BIND | _sys.MS_REC)
     plan.add(lib.ISO_OP_OPEN_ROOT, f"open the root {stage!r}", b=stage)
     _make_mountpoints(plan, config)
     if config.rootfs_readonly:
@@ -91,12 +106,37 @@ def inside(path: str) -> str:
     return path.lstrip("/") or "."
 
 
+def _mount_overlay(plan: Plan, overlay: Overlay, stage: str) -> None:
+    """Mount `overlay` on `stage`; an ephemeral upper goes on a fresh tmpfs."""
+    if overlay.ephemeral:
+        scratch = scratch_dir(overlay)
+        data = "mode=0755" + (f",size={overlay.size}" if overlay.size else "")
+        _host_mount(plan, "tmpfs", scratch, 0, fstype="tmpfs", data=data)
+        upper, work = f"{scratch}/upper", f"{scratch}/work"
+        plan.add(lib.ISO_OP_MKDIR, f"mkdir({upper!r})", b=upper, num=0o755)
+        plan.add(lib.ISO_OP_MKDIR, f"mkdir({work!r})", b=work, num=0o700)
+    else:
+        upper, work = overlay.upper, overlay.work
+    _host_mount(plan, "overlay", stage, 0, fstype="overlay", data=overlay.options(upper, work))
+
+
+def scratch_dir(overlay: Overlay) -> str:
+    """A host directory no lower layer lies beneath, for the ephemeral tmpfs."""
+    for candidate in SCRATCH_CANDIDATES:
+        if os.path.isdir(candidate) and not any(
+                lower == candidate or lower.startswith(candidate + "/") for lower in overlay.lower):
+            return candidate
+    raise ConfigError("Overlay.lower", f"every place for the ephemeral upper ({', '.join(SCRATCH_CANDIDATES)}) "
+                      "holds a lower layer")
+
+
 def _make_mountpoints(plan: Plan, config: Config) -> None:
-    """Create missing mount points in a user rootfs (as runc does)."""
+    """Create missing mount points in a user rootfs (as runc does); in an
+    overlay they go to the upper layer (EEXIST is fine)."""
     if config.rootfs is None:
         return
     for target in ("/proc", "/sys", "/dev", "/tmp"):
-        if not os.path.isdir(config.rootfs + target):
+        if isinstance(config.rootfs, Overlay) or not os.path.isdir(config.rootfs + target):
             _mkdir(plan, target, 0o755)
 
 
@@ -180,9 +220,11 @@ def _mkdir(plan: Plan, path: str, mode: int) -> None:
     plan.add(lib.ISO_OP_MKDIR, f"mkdir({path!r})", b=inside(path), num=mode)
 
 
-def _host_mount(plan: Plan, source: str | None, target: str, flags: int) -> None:
+def _host_mount(plan: Plan, source: str | None, target: str, flags: int,
+                fstype: str | None = None, data: str | None = None) -> None:
     """A mount at a host path, before the root is open."""
-    plan.add(lib.ISO_OP_MOUNT, f"mount({source!r}, {target!r})", a=source, b=target, num=flags)
+    what = f"mount({source!r}, {target!r}" + (f", {fstype!r})" if fstype else ")")
+    plan.add(lib.ISO_OP_MOUNT, what, a=source, b=target, c=fstype, d=data, num=flags)
 
 
 def _mount(plan: Plan, source: str | None, target: str, fstype: str | None,

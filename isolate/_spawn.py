@@ -48,7 +48,14 @@ def _error(plan: Plan, step: int, err: int) -> SpawnError:
     hint = _userns_hint(plan, step, err)
     if hint:
         return UserNamespaceError(err, what, hint)
-    return SpawnError(err, what)
+    return SpawnError(err, what, _overlay_hint(plan, step))
+
+
+def _overlay_hint(plan: Plan, step: int) -> str:
+    if not (0 <= step < len(plan.steps) and plan.steps[step].c == "overlay"):
+        return ""
+    return ("overlayfs refused the layers (dmesg | grep overlayfs says why): a layer on a "
+            "filesystem it cannot stack (proc, sysfs, ...), or Linux < 5.11 in a user namespace")
 
 
 def _userns_hint(plan: Plan, step: int, err: int) -> str:

@@ -7,7 +7,9 @@ field, so nothing half-done ever has to be undone.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -16,6 +18,7 @@ from .capabilities import parser as _capability_set
 from .errors import ConfigError
 from .limits import CgroupLimit
 from .mounts import Bind, Tmpfs
+from .overlay import Overlay
 from .namespace import Namespace
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -38,13 +41,21 @@ def _hostname(value: str | None) -> str | None:
     return value
 
 
-def _rootfs(value: str | os.PathLike | None) -> str | None:
-    if value is None:
-        return None
+def _rootfs(value: str | os.PathLike | Overlay | Any | None) -> str | Overlay | None:
+    """A directory, an Overlay, or an image (which becomes its Overlay; its
+    settings are applied in Config.__attrs_post_init__)."""
+    if value is None or isinstance(value, Overlay) or _is_image(value):
+        return value
     path = os.path.abspath(os.fsdecode(value))
     if not os.path.isdir(path):
         raise ConfigError("rootfs", f"{path} is not a directory")
     return path
+
+
+def _is_image(value: Any) -> bool:
+    # Without isolate.images imported, nothing can be one of its Images.
+    images = sys.modules.get("isolate.images")
+    return images is not None and isinstance(value, images.Image)
 
 
 def _mounts(value: Iterable[Bind | Tmpfs]) -> tuple[Bind | Tmpfs, ...]:
@@ -152,8 +163,8 @@ class Config:
 
     namespaces: frozenset[str] = attrs.field(default=namespace.ALL, converter=_namespaces)
     hostname: str | None = attrs.field(default=None, converter=_hostname)
-    rootfs: str | None = attrs.field(default=None, converter=_rootfs)
-    rootfs_readonly: bool = attrs.field(default=True, converter=bool)
+    rootfs: str | Overlay | None = attrs.field(default=None, converter=_rootfs)
+    rootfs_readonly: bool = attrs.field(default=None, converter=attrs.converters.optional(bool))
     mounts: tuple[Bind | Tmpfs, ...] = attrs.field(default=(), converter=_mounts)
     env: dict[str, str] = attrs.field(factory=dict, converter=_env)
     cwd: str = attrs.field(default="/", converter=_cwd)
@@ -183,6 +194,11 @@ class Config:
     _key: tuple = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        if _is_image(self.rootfs):
+            _apply_image(self)
+        if self.rootfs_readonly is None:
+            # A directory root is read-only unless asked; an overlay exists to be written.
+            object.__setattr__(self, "rootfs_readonly", not isinstance(self.rootfs, Overlay))
         # As Docker: drop first, then add (cap_drop=["ALL"], cap_add=[...] keeps just those).
         kept = (self.capabilities - self.cap_drop) | self.cap_add
         object.__setattr__(self, "capabilities", frozenset(kept))
@@ -221,6 +237,23 @@ class Config:
         if not self.has("uts"):
             return None
         return self.hostname or DEFAULT_HOSTNAME
+
+
+def _apply_image(config: Config) -> None:
+    """rootfs=image: the image's layers become an ephemeral Overlay, and the
+    fields left at their defaults take the image's Env, WorkingDir and User
+    (env given here is added over the image's, as `docker run -e`)."""
+    image = config.rootfs
+    def put(name: str, value: Any) -> None:
+        object.__setattr__(config, name, value)
+    put("env", _env({**image.env, **config.env}))
+    if config.cwd == "/":
+        put("cwd", _cwd(image.cwd))
+    ids = image.resolve_user()
+    if ids is not None and (config.user, config.group) == (0, 0):
+        put("user", ids[0])
+        put("group", ids[1])
+    put("rootfs", image.overlay())
 
 
 def _check_combinations(config: Config) -> None:

@@ -71,3 +71,14 @@ class CgroupError(IsolateError, OSError):
 
     def __str__(self) -> str:
         return self.strerror
+
+
+class LayerError(IsolateError, ValueError):
+    """A layer tar could not be applied: an entry escapes the layer root, is
+    a kind of file this caller may not create, or the tar is corrupt.  The
+    message names the layer and the entry; nothing of the layer is left."""
+
+
+class ImageError(IsolateError, ValueError):
+    """An image archive or store is malformed, its digests do not match, or
+    the image asked for is not there; the message names the file and digest."""
