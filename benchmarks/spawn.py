@@ -216,8 +216,9 @@ def isolate_default_namespaces() -> tuple[str, ...]:
 
 
 def isolate_contender(namespaces: Optional[tuple[str, ...]], name: str = "isolate.run",
-                      **config: object) -> Contender:
-    """isolate.run(["/bin/true"]), default config unless namespaces is given."""
+                      late_config: Optional[Callable[[], dict]] = None, **config: object) -> Contender:
+    """isolate.run(["/bin/true"]), default config unless namespaces is given;
+    late_config() adds keywords made once isolate is imported."""
     kwargs = dict(config) if namespaces is None else {"namespaces": namespaces, **config}
     state: dict = {}
 
@@ -226,6 +227,8 @@ def isolate_contender(namespaces: Optional[tuple[str, ...]], name: str = "isolat
             state["run"] = isolate_module().run
         except Exception as e:
             raise Unavailable(f"not importable: {type(e).__name__}: {e}"[:80]) from e
+        if late_config is not None:
+            kwargs.update(late_config())
 
     def once() -> None:
         rc = state["run"]([TRUE], **kwargs).returncode
@@ -247,6 +250,35 @@ def isolate_limits_contender(namespaces: Optional[tuple[str, ...]]) -> Contender
             raise Unavailable(reason)
         return Call("isolate + limits", lambda: None, missing)
     return isolate_contender(namespaces, "isolate + limits", limits=limits)
+
+
+def busybox_root(workdir: Path) -> Path:
+    """A root directory holding busybox as /bin/true, and the mount points."""
+    busybox = shutil.which("busybox")
+    if not busybox:
+        raise Unavailable("no busybox (apt-get install busybox-static)")
+    root = workdir / "busybox-root"
+    if not root.exists():
+        for d in ("bin", "proc", "dev", "tmp", "sys"):
+            (root / d).mkdir(parents=True)
+        shutil.copy2(busybox, root / "bin" / "true")
+    return root
+
+
+def isolate_root_contender(workdir: Path, namespaces: Optional[tuple[str, ...]],
+                           overlay: bool) -> Contender:
+    """isolate.run on a busybox root: bound (read-only), or as the one lower
+    layer of an Overlay with an ephemeral tmpfs upper."""
+    def rootfs() -> dict:
+        root = busybox_root(workdir)
+        if not overlay:
+            return {"rootfs": str(root)}
+        try:
+            return {"rootfs": isolate_module().Overlay(lower=[root])}
+        except AttributeError as e:
+            raise Unavailable(f"{type(e).__name__}: {e}"[:80]) from e
+    name = "isolate overlay root" if overlay else "isolate bind root"
+    return isolate_contender(namespaces, name, late_config=rootfs)
 
 
 class BwrapSeccomp(Call):
@@ -424,6 +456,10 @@ def report(contenders: list[Contender], samples: dict[str, list[int]],
     if iso and med.get("isolate + limits"):
         lines.append(f"isolate + limits / isolate.run: {med['isolate + limits'] / iso:.2f} "
                      f"(+{med['isolate + limits'] - iso:.3f} ms for the cgroup)")
+    bind, overlay = med.get("isolate bind root"), med.get("isolate overlay root")
+    if bind and overlay:
+        lines.append(f"isolate overlay root / bind root: {overlay / bind:.2f} "
+                     f"(+{overlay - bind:.3f} ms for the overlay)")
     for bwrap, isolate in (("bwrap", "isolate (no seccomp)"), ("bwrap + seccomp", "isolate.run")):
         bw, iso = med.get(bwrap), med.get(isolate)
         if iso and bw:
@@ -477,6 +513,8 @@ def build_contenders(workdir: Path, namespaces: Optional[tuple[str, ...]]) -> li
         isolate_contender(namespaces),
         isolate_contender(namespaces, "isolate (no seccomp)", seccomp=None),
         isolate_limits_contender(namespaces),
+        isolate_root_contender(workdir, namespaces, overlay=False),
+        isolate_root_contender(workdir, namespaces, overlay=True),
         Command("bwrap", ["bwrap"] + BWRAP_ARGS + [TRUE]),
         BwrapSeccomp(workdir),
         Crun(workdir, ns),

@@ -37,6 +37,7 @@ import attrs
 
 from .config import Config
 from .errors import ConfigError, IsolateError
+from .overlay import Overlay
 
 __all__ = [
     "RUNNING", "STOPPED", "ContainerExists", "ContainerNotFound", "ContainerState",
@@ -160,7 +161,7 @@ def exec_config(config: Config) -> dict[str, Any]:
         "group": config.group,
         "namespaces": sorted(config.created),
         "hostname": config.hostname,
-        "rootfs": config.rootfs,
+        "rootfs": config.rootfs if not isinstance(config.rootfs, Overlay) else attrs.asdict(config.rootfs),
         "capabilities": sorted(config.capabilities),
     }
 
