@@ -38,7 +38,7 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["_native/build.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithPid1},
-    install_requires=["cffi>=1.15", "attrs>=22.2", "psutil>=5.9"],
+    install_requires=["cffi>=1.15", "attrs>=22.2", "psutil>=5.9", "zstandard>=0.21"],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"]},
     entry_points={"console_scripts": ["isolate = isolate.cli:main"]},
 )
