@@ -8,8 +8,10 @@ See docs/api.md for the whole public API.
 """
 from .config import Config
 from .container import CompletedProcess, Container, exec_in, run
-from .errors import (CalledProcessError, CgroupError, ConfigError, ExecutableNotFound, IsolateError,
-                     NamespaceError, SpawnError, TimeoutExpired, UserNamespaceError)
+from .errors import (CalledProcessError, CgroupError, ConfigError, ExecutableNotFound, ImageError,
+                     IsolateError, LayerError, NamespaceError, SpawnError, TimeoutExpired,
+                     UserNamespaceError)
+from .images import Image, ImageStore
 from .limits import CgroupLimit
 from .mounts import Bind, Tmpfs
 from .namespace import ALL as ALL_NAMESPACES
@@ -26,7 +28,8 @@ __all__ = [
     "ALL_NAMESPACES", "Bind", "CalledProcessError", "CgroupError", "CgroupLimit",
     "CompletedProcess", "Config",
     "ConfigError", "Container", "ContainerExists", "ContainerNotFound",
-    "ContainerState", "DEVNULL", "ExecutableNotFound", "IsolateError", "Namespace",
+    "ContainerState", "DEVNULL", "ExecutableNotFound", "Image", "ImageError", "ImageStore",
+    "IsolateError", "LayerError", "Namespace",
     "NamespaceError", "Overlay", "PIPE", "Process", "STDOUT", "Seccomp", "SpawnError", "StateDir",
     "StateError", "TimeoutExpired", "Tmpfs", "UserNamespaceError", "exec_in", "run",
 ]

@@ -1,0 +1,599 @@
+"""ImageStore: importing docker-archive, oci-archive and OCI layout images.
+
+Every archive is built by tests/image_builder.py under pytest's tmp_path,
+imported into a store there, and checked on disk: real files, real
+digests, real concurrent processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import stat
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+import pytest
+
+from image_builder import (
+    ImageSpec,
+    Layer,
+    build,
+    build_docker_archive,
+    build_oci_archive,
+    build_oci_layout,
+    busybox_config,
+    busybox_layers,
+    directory,
+    file,
+    hardlink,
+    opaque,
+    raw,
+    symlink,
+    whiteout,
+)
+from isolate.errors import ImageError, LayerError
+from isolate.image_archive import read_archive
+from isolate.images import Image, ImageStore
+
+FORMATS = ("docker-archive", "oci-archive", "oci-layout")
+
+#: Incompressible, so a compressed layer is still several read chunks long.
+BIG = os.urandom(3 << 20)
+
+CONFIG = {
+    "Env": ["PATH=/usr/bin:/bin", "GREETING=hello=world", "EMPTY="],
+    "Entrypoint": ["/bin/tool", "--flag"],
+    "Cmd": ["default", "args"],
+    "WorkingDir": "/app",
+    "User": "app:staff",
+}
+
+
+def base_layer(compression: str | None = None) -> Layer:
+    return Layer([
+        file("etc/motd", "base\n"),
+        file("etc/secret", "s3cret", mode=0o600, uid=1000, gid=1000),
+        file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n"),
+        file("etc/group", "root:x:0:\nstaff:x:50:app\napp:x:1000:\n"),
+        file("bin/tool", b"\x7fELF tool", mode=0o755),
+        symlink("bin/alias", "tool"),
+        hardlink("bin/tool2", "bin/tool"),
+        directory("var/empty", mode=0o700),
+        file("opt/old/a", "a"),
+    ], compression)
+
+
+def top_layer(compression: str | None = None, tag: str = "top") -> Layer:
+    return Layer([
+        file("etc/motd", f"{tag}\n"),
+        whiteout("etc/secret"),
+        opaque("opt/old"),
+        file("opt/old/b", "b"),
+        file("app/big", BIG),
+        file("app/tag", tag),
+    ], compression)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ImageStore:
+    return ImageStore(tmp_path / "store")
+
+
+def layer_path(store: ImageStore, diff_id: str) -> Path:
+    return Path(store.root, "layers", "sha256", diff_id.removeprefix("sha256:"))
+
+
+def listing(store: ImageStore) -> dict[str, Any]:
+    """Everything in the store but the lock file: paths with their inode,
+    mtime and (for small files) content.  The store's own directories
+    (whose mtimes change as work comes and goes) are listed by name only."""
+    found: dict[str, Any] = {}
+    root = Path(store.root)
+    own = {root / "lock", root / "tmp", root / "images", root / "layers", root / "layers/sha256"}
+    for path in sorted(root.rglob("*")):
+        if path in own:
+            continue
+        st = path.lstat()
+        content = path.read_bytes() if stat.S_ISREG(st.st_mode) and st.st_size < 4096 else None
+        found[str(path.relative_to(root))] = (st.st_ino, st.st_mtime_ns, content)
+    return found
+
+
+def is_whiteout(path: Path) -> bool:
+    st = path.lstat()
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def fork_all(count: int, work: Callable[[int], Any], timeout: float = 120.0) -> list[Any]:
+    """Run work(i) in `count` forked processes at once (released together);
+    return their results (or raise the first failure)."""
+    go_r, go_w = os.pipe()
+    children = []
+    for number in range(count):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(r)
+                os.close(go_w)
+                os.read(go_r, 1)
+                try:
+                    outcome = {"ok": True, "value": work(number)}
+                except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                    outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                os.write(w, json.dumps(outcome).encode())
+            except BaseException:  # noqa: BLE001
+                code = 70
+            finally:
+                os._exit(code)
+        os.close(w)
+        children.append((pid, r))
+    os.close(go_r)
+    os.write(go_w, b"x" * count)
+    os.close(go_w)
+    results = []
+    deadline = time.monotonic() + timeout
+    for pid, r in children:
+        chunks = []
+        while True:
+            ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                for other, _ in children:
+                    os.kill(other, 9)
+                pytest.fail("a forked importer hung")
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(r)
+        os.waitpid(pid, 0)
+        results.append(json.loads(b"".join(chunks)) if chunks else {"ok": False, "error": "died"})
+    for outcome in results:
+        if not outcome["ok"]:
+            pytest.fail(f"a forked process failed: {outcome['error']}")
+    return [outcome["value"] for outcome in results]
+
+
+# --- formats and compressions --------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd", "mixed"])
+@pytest.mark.parametrize("kind", FORMATS)
+def test_import_gives_the_layers(tmp_path: Path, store: ImageStore, kind: str, compression: str) -> None:
+    if compression == "mixed":
+        layers = [base_layer("gzip"), top_layer("zstd")]
+    else:
+        layers = [base_layer(compression), top_layer(compression)]
+    built = build(kind, tmp_path / "image", layers, CONFIG, "example.com/app:1")
+    image = store.import_archive(tmp_path / "image")
+
+    assert image.id == built.id
+    assert image.names == ("example.com/app:1",)
+    assert image.diff_ids == tuple(built.diff_ids)
+    assert image.layers == tuple(str(layer_path(store, d)) for d in built.diff_ids)
+    base, top = (Path(p) for p in image.layers)
+    assert (base / "etc/motd").read_text() == "base\n"
+    secret = (base / "etc/secret").stat()
+    assert (stat.S_IMODE(secret.st_mode), secret.st_uid, secret.st_gid) == (0o600, 1000, 1000)
+    assert os.readlink(base / "bin/alias") == "tool"
+    assert (base / "bin/tool2").stat().st_ino == (base / "bin/tool").stat().st_ino
+    assert stat.S_IMODE((base / "var/empty").stat().st_mode) == 0o700
+    assert (top / "etc/motd").read_text() == "top\n"
+    assert is_whiteout(top / "etc/secret")
+    assert os.getxattr(top / "opt/old", "user.overlay.opaque") == b"y"
+    assert sorted(os.listdir(top / "opt/old")) == ["b"]
+    assert (top / "app/big").read_bytes() == BIG
+    assert os.listdir(Path(store.root, "tmp")) == []
+
+
+def test_gzip_outer_oci_archive_and_docker_media_types(tmp_path: Path, store: ImageStore) -> None:
+    built = build_oci_archive(tmp_path / "image.tar.gz", [base_layer(), top_layer()], CONFIG,
+                              docker_types=True, outer_compression="gzip")
+    image = store.import_archive(tmp_path / "image.tar.gz")
+    assert image.id == built.id
+    assert (Path(image.layers[1]) / "app/tag").read_text() == "top"
+
+
+def test_nested_index_picks_this_host(tmp_path: Path, store: ImageStore) -> None:
+    # The other platform's manifest blob is absent: reading it would fail.
+    built = build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG, nested=True)
+    image = store.import_archive(tmp_path / "layout")
+    assert (image.id, image.names) == (built.id, ("busybox:latest",))
+
+
+def test_docker_save_with_an_oci_layout(tmp_path: Path, store: ImageStore) -> None:
+    """Docker 25+ writes both: read as OCI, named by RepoTags too."""
+    built = build_docker_archive(tmp_path / "image.tar", [base_layer(), top_layer("gzip")], CONFIG,
+                                 ["busybox:latest"], with_oci=True)
+    image = store.import_archive(tmp_path / "image.tar")
+    assert image.id == built.id
+    assert set(image.names) == {"docker.io/library/busybox:latest", "busybox:latest"}
+    assert store.get("busybox").id == built.id
+
+
+def test_docker_archive_with_a_symlinked_shared_layer(tmp_path: Path, store: ImageStore) -> None:
+    built = build_docker_archive(tmp_path / "two.tar", [base_layer()], CONFIG, ["one:1"],
+                                 more=[ImageSpec([base_layer(), top_layer()], {"Cmd": ["x"]}, ["two:1"])],
+                                 link_shared=True)
+    with tarfile.open(tmp_path / "two.tar") as tar:
+        assert any(member.issym() for member in tar.getmembers())
+    two = store.import_archive(tmp_path / "two.tar", name="two:1")
+    assert two.id == built.others[0].id
+    assert (Path(two.layers[0]) / "etc/motd").read_text() == "base\n"
+
+
+def test_archive_with_several_images(tmp_path: Path, store: ImageStore) -> None:
+    built = build_oci_archive(tmp_path / "multi.tar", [base_layer()], {"Cmd": ["one"]}, "one:1",
+                              more=[ImageSpec([base_layer(), top_layer()], {"Cmd": ["two"]}, ["two:1"])])
+    assert [image.names for image in read_archive(tmp_path / "multi.tar")] == [("one:1",), ("two:1",)]
+    assert store.import_archive(tmp_path / "multi.tar").id == built.id          # the first
+    two = store.import_archive(tmp_path / "multi.tar", name="two:1")
+    assert (two.id, two.cmd) == (built.others[0].id, ["two"])
+    with pytest.raises(ImageError, match="three:1"):
+        store.import_archive(tmp_path / "multi.tar", name="three:1")
+
+
+def test_busybox_image(tmp_path: Path, store: ImageStore) -> None:
+    build_docker_archive(tmp_path / "busybox.tar", busybox_layers(), busybox_config(User="nobody"))
+    image = store.get(store.import_archive(tmp_path / "busybox.tar").id)
+    root = Path(image.layers[0])
+    assert os.access(root / "bin/busybox", os.X_OK)
+    applets = ("sh", "ls", "cat", "echo", "id", "env", "pwd")
+    assert {os.readlink(root / "bin" / applet) for applet in applets} == {"busybox"}
+    assert all((root / d).is_dir() for d in ("proc", "dev", "tmp", "sys", "etc"))
+    assert image.resolve_user() == (65534, 65534)
+    assert image.command() == ["sh"]
+    assert image.env["PATH"].endswith("/bin")
+
+
+# --- the image's config ----------------------------------------------------------------
+
+
+def test_image_properties(tmp_path: Path, store: ImageStore) -> None:
+    build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG)
+    image = store.import_archive(tmp_path / "layout")
+    assert image.env == {"PATH": "/usr/bin:/bin", "GREETING": "hello=world", "EMPTY": ""}
+    assert (image.cwd, image.user) == ("/app", "app:staff")
+    assert (image.entrypoint, image.cmd) == (["/bin/tool", "--flag"], ["default", "args"])
+    assert image.config["WorkingDir"] == "/app"
+
+
+def test_properties_default(tmp_path: Path, store: ImageStore) -> None:
+    build_oci_layout(tmp_path / "layout", [base_layer()], {})
+    image = store.import_archive(tmp_path / "layout")
+    assert (image.env, image.cwd, image.user, image.entrypoint, image.cmd) == ({}, "/", "", [], [])
+    assert image.resolve_user() is None
+
+
+def test_command_follows_docker() -> None:
+    image = Image(id="sha256:" + "0" * 64, names=(), layers=(), config=dict(CONFIG))
+    assert image.command() == ["/bin/tool", "--flag", "default", "args"]
+    assert image.command(["x", "y"]) == ["/bin/tool", "--flag", "x", "y"]
+    assert image.command([]) == ["/bin/tool", "--flag"]
+    cmd_only = attrs.evolve(image, config={"Cmd": ["sh", "-c", "true"]})
+    assert cmd_only.command() == ["sh", "-c", "true"]
+    assert cmd_only.command(["ls"]) == ["ls"]
+    empty = attrs.evolve(image, config={})
+    assert empty.command(["ls"]) == ["ls"]
+    with pytest.raises(ImageError, match="no command"):
+        empty.command()
+    with pytest.raises(ImageError, match="no command"):
+        empty.command([])
+
+
+def test_overlay(tmp_path: Path, store: ImageStore) -> None:
+    build_oci_layout(tmp_path / "layout", [base_layer(), top_layer()], CONFIG)
+    image = store.import_archive(tmp_path / "layout")
+    overlay = image.overlay()
+    assert overlay.lower == image.layers and overlay.ephemeral
+    kept = image.overlay(upper=tmp_path / "upper")
+    assert kept.upper == str(tmp_path / "upper")
+    build_docker_archive(tmp_path / "empty.tar", [], {"Cmd": ["x"]}, ["empty:1"])
+    with pytest.raises(ImageError, match="no layers"):
+        store.import_archive(tmp_path / "empty.tar").overlay()
+
+
+def test_resolve_user(tmp_path: Path, store: ImageStore) -> None:
+    override = Layer([file("etc/passwd", "root:x:0:0::/root:/bin/sh\napp:x:1001:1001::/app:/bin/sh\n"
+                                         "# comment\nbroken:line\n")])
+    build_oci_layout(tmp_path / "layout", [base_layer(), override], CONFIG)
+    image = store.import_archive(tmp_path / "layout")
+
+    def resolve(user: str) -> tuple[int, int] | None:
+        return attrs.evolve(image, config={"User": user}).resolve_user()
+
+    assert resolve("") is None
+    assert resolve("0") == (0, 0)
+    assert resolve("app") == (1001, 1001)            # the topmost layer's passwd
+    assert resolve("1001") == (1001, 1001)
+    assert resolve("4242") == (4242, 0)              # not in passwd: gid 0
+    assert resolve("app:staff") == (1001, 50)        # group from the base layer
+    assert resolve("app:7") == (1001, 7)
+    assert resolve("12:34") == (12, 34)
+    assert resolve("root:app") == (0, 1000)
+    with pytest.raises(ImageError, match="'ghost'"):
+        resolve("ghost")
+    with pytest.raises(ImageError, match="'nogroup'"):
+        resolve("app:nogroup")
+
+
+def test_resolve_user_sees_whiteouts(tmp_path: Path, store: ImageStore) -> None:
+    gone = Layer([whiteout("etc/group")])
+    hidden = Layer([opaque("etc"), file("etc/hostname", "box\n")])
+    build_oci_layout(tmp_path / "a", [base_layer(), gone], {"User": "app:staff"})
+    build_oci_layout(tmp_path / "b", [base_layer(), hidden], {"User": "app"})
+    with pytest.raises(ImageError, match="'staff'"):
+        store.import_archive(tmp_path / "a").resolve_user()
+    with pytest.raises(ImageError, match="'app'"):
+        store.import_archive(tmp_path / "b").resolve_user()
+
+
+# --- sharing, idempotence, concurrency ----------------------------------------------------
+
+
+def test_shared_base_layer_is_stored_once(tmp_path: Path, store: ImageStore) -> None:
+    one = build_docker_archive(tmp_path / "one.tar", [base_layer(), top_layer(tag="one")], CONFIG, ["one:1"])
+    two = build_oci_archive(tmp_path / "two.tar", [base_layer("gzip"), top_layer(tag="two")], CONFIG, "two:1")
+    first = store.import_archive(tmp_path / "one.tar")
+    second = store.import_archive(tmp_path / "two.tar")
+    assert one.diff_ids[0] == two.diff_ids[0]
+    assert first.layers[0] == second.layers[0]
+    assert sorted(os.listdir(Path(store.root, "layers/sha256"))) == sorted(
+        d.removeprefix("sha256:") for d in {*one.diff_ids, *two.diff_ids})
+    assert len(os.listdir(Path(store.root, "layers/sha256"))) == 3
+    assert {image.id for image in store.images()} == {one.id, two.id}
+
+
+def test_import_is_idempotent(tmp_path: Path, store: ImageStore) -> None:
+    built = build_oci_archive(tmp_path / "image.tar", [base_layer(), top_layer("gzip")], CONFIG)
+    first = store.import_archive(tmp_path / "image.tar")
+    before = listing(store)
+    calls: list[tuple[int, int]] = []
+    again = store.import_archive(tmp_path / "image.tar", progress=lambda *a: calls.append(a))
+    assert again == first
+    assert listing(store) == before          # no layer extracted, no record rewritten
+    assert calls[-1] == (sum(built.blob_sizes), sum(built.blob_sizes))
+    # Also through a fresh store object (records are read back from disk).
+    assert ImageStore(store.root).get(first.id) == first
+
+
+def test_concurrent_imports_of_one_archive(tmp_path: Path, store: ImageStore) -> None:
+    build_oci_archive(tmp_path / "image.tar", [base_layer(), top_layer("zstd")], CONFIG)
+
+    def work(_: int) -> str:
+        return ImageStore(store.root).import_archive(tmp_path / "image.tar").id
+
+    ids = fork_all(4, work)
+    assert len(set(ids)) == 1
+    assert len(os.listdir(Path(store.root, "layers/sha256"))) == 2
+    assert len(os.listdir(Path(store.root, "images"))) == 1
+    assert os.listdir(Path(store.root, "tmp")) == []
+    image = store.get(ids[0])
+    assert (Path(image.layers[1]) / "app/big").read_bytes() == BIG
+
+
+def test_concurrent_imports_and_removes(tmp_path: Path, store: ImageStore) -> None:
+    """Each process imports and removes its own image in a loop; the images
+    share their base layer, which each remove may find unreferenced while
+    the other is importing: every import must still end with its layers."""
+    for tag in ("zero", "one", "two"):
+        build_oci_layout(tmp_path / tag, [base_layer(), Layer([file("tag", tag)])], {"Cmd": [tag]},
+                         f"{tag}:1")
+
+    def work(number: int) -> int:
+        tag = ("zero", "one", "two")[number]
+        own = ImageStore(store.root)
+        for _ in range(25):
+            image = own.import_archive(tmp_path / tag)
+            assert (Path(image.layers[0]) / "etc/motd").read_text() == "base\n"
+            assert (Path(image.layers[1]) / "tag").read_text() == tag
+            own.remove(image)
+        return 0
+
+    fork_all(3, work)
+    assert os.listdir(Path(store.root, "layers/sha256")) == []
+    assert os.listdir(Path(store.root, "images")) == []
+    assert os.listdir(Path(store.root, "tmp")) == []
+
+
+def test_remove_spares_the_layers_of_an_import_in_progress(tmp_path: Path, store: ImageStore) -> None:
+    """An import that found the base layer in the store is paused (in its
+    progress callback) while the only image referencing that layer is
+    removed: the removal must leave the layer to the import."""
+    build_oci_layout(tmp_path / "one", [base_layer(), top_layer(tag="one")], CONFIG, "one:1")
+    build_oci_layout(tmp_path / "two", [base_layer(), top_layer(tag="two")], CONFIG, "two:1")
+    one = store.import_archive(tmp_path / "one")
+    base_inode = os.stat(one.layers[0]).st_ino
+    paused, resume = threading.Event(), threading.Event()
+    result: list[Any] = []
+
+    def progress(done: int, total: int) -> None:
+        if not paused.is_set():
+            paused.set()
+            resume.wait(30)
+
+    def importer() -> None:
+        try:
+            result.append(ImageStore(store.root).import_archive(tmp_path / "two", progress=progress))
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            result.append(exc)
+
+    thread = threading.Thread(target=importer)
+    thread.start()
+    try:
+        assert paused.wait(30)
+        store.remove(one)
+        assert os.stat(one.layers[0]).st_ino == base_inode
+        assert not Path(one.layers[1]).exists()
+    finally:
+        resume.set()
+        thread.join(30)
+    two = result[0]
+    assert isinstance(two, Image), two
+    assert two.layers[0] == one.layers[0] and os.stat(two.layers[0]).st_ino == base_inode
+    assert os.listdir(Path(store.root, "tmp")) == []
+
+
+def test_progress(tmp_path: Path, store: ImageStore) -> None:
+    built = build_oci_archive(tmp_path / "image.tar", [base_layer(), top_layer("gzip")], CONFIG)
+    calls: list[tuple[int, int]] = []
+    store.import_archive(tmp_path / "image.tar", progress=lambda done, total: calls.append((done, total)))
+    total = sum(built.blob_sizes)
+    assert len(calls) > 2
+    assert all(t == total for _, t in calls)
+    done = [d for d, _ in calls]
+    assert done == sorted(set(done)) and done[0] > 0
+    assert calls[-1] == (total, total)
+
+
+# --- removing ------------------------------------------------------------------------------
+
+
+def test_remove_collects_unreferenced_layers(tmp_path: Path, store: ImageStore) -> None:
+    one = build_oci_layout(tmp_path / "one", [base_layer(), top_layer(tag="one")], CONFIG, "one:1")
+    two = build_oci_layout(tmp_path / "two", [base_layer(), top_layer(tag="two")], CONFIG, "two:1")
+    first = store.import_archive(tmp_path / "one")
+    store.import_archive(tmp_path / "two")
+    store.remove(first)
+    assert [image.id for image in store.images()] == [two.id]
+    assert sorted(os.listdir(Path(store.root, "layers/sha256"))) == sorted(
+        d.removeprefix("sha256:") for d in two.diff_ids)
+    assert Path(first.layers[0]).is_dir() and not Path(first.layers[1]).exists()
+    with pytest.raises(ImageError, match="one:1"):
+        store.get("one:1")
+    with pytest.raises(ImageError, match=one.id):
+        store.remove(first)
+    store.remove("two:1")
+    assert store.images() == []
+    assert os.listdir(Path(store.root, "layers/sha256")) == []
+    assert os.listdir(Path(store.root, "tmp")) == []
+
+
+def test_gc_cleans_what_dead_importers_left(tmp_path: Path, store: ImageStore) -> None:
+    build_oci_layout(tmp_path / "one", [base_layer()], CONFIG)
+    image = store.import_archive(tmp_path / "one")
+    Path(store.root, "tmp", "layer-dead").mkdir()
+    Path(store.root, "tmp", "layer-dead", "layer").mkdir()
+    Path(store.root, "tmp", "record-dead.json").write_text("{")
+    Path(store.root, "layers/sha256", "f" * 64).mkdir()
+    store.gc()
+    assert os.listdir(Path(store.root, "tmp")) == []
+    assert os.listdir(Path(store.root, "layers/sha256")) == [image.diff_ids[0].removeprefix("sha256:")]
+
+
+# --- lookups -----------------------------------------------------------------------------------
+
+
+def test_get_by_name_id_and_prefix(tmp_path: Path, store: ImageStore) -> None:
+    built = build_docker_archive(tmp_path / "image.tar", [base_layer()], CONFIG, ["busybox:latest", "bb:1"])
+    image = store.import_archive(tmp_path / "image.tar")
+    hexdigest = built.id.removeprefix("sha256:")
+    for reference in ("busybox:latest", "busybox", "docker.io/library/busybox:latest", "bb:1",
+                      built.id, hexdigest, hexdigest[:12], "sha256:" + hexdigest[:5]):
+        assert store.get(reference) == image, reference
+    for unknown in ("bb", "bb:2", "nothing", "sha256:" + "0" * 64, "zz", ""):
+        with pytest.raises(ImageError, match="no image"):
+            store.get(unknown)
+
+
+def test_get_ambiguous_prefix(tmp_path: Path, store: ImageStore) -> None:
+    by_first: dict[str, str] = {}
+    for number in range(100):
+        built = build_oci_layout(tmp_path / f"i{number}", [base_layer()], {"Env": [f"N={number}"]}, None)
+        first = built.id.removeprefix("sha256:")[0]
+        if first in by_first:
+            break
+        by_first[first] = built.id
+    store.import_archive(tmp_path / f"i{number}")
+    store.import_archive(tmp_path / f"i{list(by_first).index(first)}")
+    with pytest.raises(ImageError, match="ambiguous"):
+        store.get(first)
+    assert store.get(built.id.removeprefix("sha256:")[:40]).id == built.id
+
+
+def test_a_name_moves_to_the_newest_image(tmp_path: Path, store: ImageStore) -> None:
+    build_oci_layout(tmp_path / "old", [base_layer()], {"Cmd": ["old"]}, "app:latest")
+    build_oci_layout(tmp_path / "new", [base_layer()], {"Cmd": ["new"]}, "app:latest")
+    old = store.import_archive(tmp_path / "old")
+    new = store.import_archive(tmp_path / "new")
+    assert store.get("app").id == new.id
+    assert store.get(old.id).names == ()
+
+
+# --- bad archives leave the store as it was -------------------------------------------------
+
+
+CORRUPTIONS = [
+    ("oci-archive", "blob_digest"), ("oci-layout", "blob_digest"),
+    ("oci-archive", "diff_id"), ("oci-layout", "diff_id"), ("docker-archive", "diff_id"),
+    ("oci-archive", "config_digest"), ("docker-archive", "config_digest"),
+    ("oci-archive", "blob_data"), ("docker-archive", "blob_data"),
+]
+
+
+@pytest.mark.parametrize("kind,corrupt", CORRUPTIONS)
+def test_corrupt_archive_changes_nothing(tmp_path: Path, store: ImageStore, kind: str, corrupt: str) -> None:
+    build_oci_layout(tmp_path / "other", [top_layer(tag="other")], {"Cmd": ["x"]}, "other:1")
+    store.import_archive(tmp_path / "other")
+    before = listing(store)
+    # The corrupt layer is the top one: the base layer is extracted first.
+    compression = "gzip" if kind == "oci-archive" else "none"
+    built = build(kind, tmp_path / "bad", [base_layer(), top_layer()], CONFIG,
+                  compression=compression, corrupt=corrupt)
+    with pytest.raises(ImageError) as caught:
+        store.import_archive(tmp_path / "bad")
+    expected = {"blob_digest": built.blob_digests[-1], "diff_id": built.diff_ids[-1],
+                "config_digest": built.id,
+                "blob_data": built.blob_digests[-1] if kind != "docker-archive" else built.diff_ids[-1]}
+    assert expected[corrupt] in str(caught.value)
+    assert str(tmp_path / "bad") in str(caught.value)
+    assert listing(store) == before
+
+
+def test_malicious_layer_changes_nothing(tmp_path: Path, store: ImageStore) -> None:
+    build_oci_layout(tmp_path / "other", [base_layer()], {"Cmd": ["x"]}, "other:1")
+    store.import_archive(tmp_path / "other")
+    before = listing(store)
+    escape = tarfile.TarInfo("../escape")
+    escape.size = 5
+    evil = [base_layer(), top_layer(), Layer([file("ok", "ok"), raw(escape, b"owned")])]
+    build_oci_archive(tmp_path / "evil.tar", evil, CONFIG, "evil:1")
+    with pytest.raises(LayerError, match="escape"):
+        store.import_archive(tmp_path / "evil.tar")
+    assert listing(store) == before
+    assert [p for p in tmp_path.rglob("escape")] == []
+
+
+def test_malformed_archives(tmp_path: Path, store: ImageStore) -> None:
+    (tmp_path / "junk").write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(ImageError, match=str(tmp_path / "junk")):
+        store.import_archive(tmp_path / "junk")
+    with pytest.raises(ImageError, match="no such file"):
+        store.import_archive(tmp_path / "missing.tar")
+    with tarfile.open(tmp_path / "empty.tar", "w"):
+        pass
+    with pytest.raises(ImageError, match="manifest.json"):
+        store.import_archive(tmp_path / "empty.tar")
+
+    built = build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG)
+    blob = tmp_path / "layout/blobs/sha256" / built.blob_digests[0].removeprefix("sha256:")
+    blob.unlink()
+    with pytest.raises(ImageError, match=str(blob)):
+        store.import_archive(tmp_path / "layout")
+    index = json.loads((tmp_path / "layout/index.json").read_text())
+    index["manifests"][0]["digest"] = "sha256:../../etc"
+    (tmp_path / "layout/index.json").write_text(json.dumps(index))
+    with pytest.raises(ImageError, match="not a sha256 digest"):
+        store.import_archive(tmp_path / "layout")
+    (tmp_path / "layout/oci-layout").unlink()
+    with pytest.raises(ImageError, match="oci-layout"):
+        store.import_archive(tmp_path / "layout")
+    assert store.images() == []
+    assert os.listdir(Path(store.root, "tmp")) == []
