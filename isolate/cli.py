@@ -27,9 +27,11 @@ from typing import Any, Iterator, NoReturn, Optional, Sequence
 from . import named, namespace
 from .config import Config
 from .container import Container
-from .errors import ExecutableNotFound, IsolateError
+from .errors import ConfigError, ExecutableNotFound, IsolateError
+from .images import Image, ImageStore
 from .limits import CgroupLimit
 from .mounts import Bind, Tmpfs
+from .progress import ProgressBar
 from .state import ContainerState, StateDir
 
 EXIT_RUNTIME_ERROR = 125
@@ -94,6 +96,10 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     opt = run.add_argument
     opt("--hostname", metavar="NAME", help="hostname inside (default: isolate)")
     opt("--rootfs", metavar="DIR", help="use DIR as the root (default: the host's /, read-only)")
+    opt("--image", metavar="IMAGE",
+        help="run on an image: an archive (docker save, podman save, OCI archive or layout "
+             "directory), imported into the store first, or the name or id of a stored image; "
+             "the command defaults to its Entrypoint and Cmd")
     opt("--rw-rootfs", action="store_true", help="make the root filesystem writable")
     opt("--bind", dest="mounts", action="append", type=_mount_spec("bind"),
         metavar="SRC:DST", help="bind SRC read-only at DST (repeatable)")
@@ -157,6 +163,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser.add_argument("--root", metavar="DIR",
                         help="state directory of named containers (default: /run/isolate "
                              "for root, $XDG_RUNTIME_DIR/isolate otherwise)")
+    parser.add_argument("--store", metavar="DIR",
+                        help="image store (default: /var/lib/isolate for root, "
+                             "$XDG_DATA_HOME/isolate or ~/.local/share/isolate otherwise)")
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     commands = {
@@ -167,6 +176,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "ps": sub.add_parser("ps", help="list named containers"),
         "kill": sub.add_parser("kill", help="send a signal to a named container"),
         "rm": sub.add_parser("rm", help="forget a stopped named container"),
+        "import": sub.add_parser("import", help="import an image archive into the store"),
+        "images": sub.add_parser("images", help="list the images in the store"),
+        "rmi": sub.add_parser("rmi", help="remove an image and the layers only it used"),
     }
     _add_run_options(commands["run"])
     _add_exec_options(commands["exec"])
@@ -176,6 +188,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     commands["rm"].add_argument("name")
     commands["rm"].add_argument("-f", "--force", action="store_true",
                                 help="kill it first if it is running")
+    commands["import"].add_argument("archive")
+    commands["import"].add_argument("--name", help="which image of a multi-image archive")
+    commands["rmi"].add_argument("image", help="name or id")
     return parser, commands
 
 
@@ -208,7 +223,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         command = list(args.command) + (after or [])
         if after is None and command[:1] == ["--"]:
             command = command[1:]
-        if not command:
+        if not command and not getattr(args, "image", None):
             sub.error(f"missing command (isolate {args.subcommand} [options] -- CMD [ARG...])")
         args.command = command
     return args
@@ -337,9 +352,45 @@ def error(message: object) -> None:
     print(f"{PROG}: {text}", file=sys.stderr)
 
 
+def default_store() -> str:
+    """Where images live unless --store says otherwise."""
+    if os.geteuid() == 0:
+        return "/var/lib/isolate"
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(data, "isolate")
+
+
+def open_store(args: argparse.Namespace) -> ImageStore:
+    return ImageStore(args.store or default_store())
+
+
+def import_archive(store: ImageStore, path: str, name: str | None = None) -> Image:
+    """Import with a progress bar on a terminal."""
+    bar = ProgressBar(f"importing {os.path.basename(path.rstrip('/'))}")
+    try:
+        return store.import_archive(path, name=name, progress=bar)
+    finally:
+        bar.close()
+
+
+def find_image(args: argparse.Namespace) -> Image:
+    """--image: an archive path is imported first; anything else is looked up."""
+    store = open_store(args)
+    if os.path.exists(args.image):
+        return import_archive(store, args.image)
+    return store.get(args.image)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``isolate run``: the workload's exit status (0 once started with -d)."""
-    config = Config(**config_from_args(args))
+    options = config_from_args(args)
+    if args.image:
+        if args.rootfs:
+            raise ConfigError("--image", "give either --rootfs or --image")
+        image = find_image(args)
+        options["rootfs"] = image
+        args.command = image.command(args.command or None)
+    config = Config(**options)
     if args.detach:
         record = named.start_detached(StateDir(args.root), args.name or named.new_name(),
                                       args.command, config)
@@ -382,7 +433,31 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "exec": cmd_exec, "ps": cmd_ps, "kill": cmd_kill, "rm": cmd_rm}
+def cmd_import(args: argparse.Namespace) -> int:
+    """``isolate import ARCHIVE``: prints the image's id."""
+    image = import_archive(open_store(args), args.archive, args.name)
+    print(image.id)
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    """``isolate images``: one line per stored image."""
+    print(f"{'NAME':<40} {'ID':<19} LAYERS")
+    for image in open_store(args).images():
+        for name in image.names or ("<none>",):
+            print(f"{name:<40} {image.id[:19]:<19} {len(image.layers)}")
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
+    """``isolate rmi IMAGE``."""
+    store = open_store(args)
+    store.remove(store.get(args.image))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "exec": cmd_exec, "ps": cmd_ps, "kill": cmd_kill, "rm": cmd_rm,
+            "import": cmd_import, "images": cmd_images, "rmi": cmd_rmi}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -167,9 +167,10 @@ class Config:
     rootfs_readonly: bool = attrs.field(default=None, converter=attrs.converters.optional(bool))
     mounts: tuple[Bind | Tmpfs, ...] = attrs.field(default=(), converter=_mounts)
     env: dict[str, str] = attrs.field(factory=dict, converter=_env)
-    cwd: str = attrs.field(default="/", converter=_cwd)
-    user: int = attrs.field(default=0, converter=_id("user"))
-    group: int = attrs.field(default=0, converter=_id("group"))
+    # None: the image's WorkingDir and User with rootfs=image, else "/" and 0.
+    cwd: str = attrs.field(default=None, converter=attrs.converters.optional(_cwd))
+    user: int = attrs.field(default=None, converter=attrs.converters.optional(_id("user")))
+    group: int = attrs.field(default=None, converter=attrs.converters.optional(_id("group")))
     uid_map: tuple[tuple[int, int, int], ...] | None = attrs.field(default=None, converter=_id_map("uid_map"))
     gid_map: tuple[tuple[int, int, int], ...] | None = attrs.field(default=None, converter=_id_map("gid_map"))
     init: bool = attrs.field(default=True, converter=bool)
@@ -196,6 +197,9 @@ class Config:
     def __attrs_post_init__(self) -> None:
         if _is_image(self.rootfs):
             _apply_image(self)
+        for name, default in (("cwd", "/"), ("user", 0), ("group", 0)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
         if self.rootfs_readonly is None:
             # A directory root is read-only unless asked; an overlay exists to be written.
             object.__setattr__(self, "rootfs_readonly", not isinstance(self.rootfs, Overlay))
@@ -240,19 +244,19 @@ class Config:
 
 
 def _apply_image(config: Config) -> None:
-    """rootfs=image: the image's layers become an ephemeral Overlay, and the
-    fields left at their defaults take the image's Env, WorkingDir and User
-    (env given here is added over the image's, as `docker run -e`)."""
+    """rootfs=image: the image's layers become an ephemeral Overlay; cwd,
+    user and group not given take the image's WorkingDir and User, and env
+    given is added over the image's Env (as `docker run -e`)."""
     image = config.rootfs
     def put(name: str, value: Any) -> None:
         object.__setattr__(config, name, value)
     put("env", _env({**image.env, **config.env}))
-    if config.cwd == "/":
+    if config.cwd is None:
         put("cwd", _cwd(image.cwd))
-    ids = image.resolve_user()
-    if ids is not None and (config.user, config.group) == (0, 0):
+    ids = image.resolve_user() if config.user is None else None
+    if ids is not None:
         put("user", ids[0])
-        put("group", ids[1])
+        put("group", ids[1] if config.group is None else config.group)
     put("rootfs", image.overlay())
 
 
