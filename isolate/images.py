@@ -281,9 +281,10 @@ class ImageStore:
         self._images = os.path.join(self.root, "images")
         self._tmp = os.path.join(self.root, "tmp")
         self._lock = os.path.join(self.root, "lock")
+        _private_dir(os.path.dirname(self._layers))
         for path in (self._layers, self._images):
             os.makedirs(path, mode=0o755, exist_ok=True)
-        os.makedirs(self._tmp, mode=0o700, exist_ok=True)
+        _private_dir(self._tmp)
 
     def __repr__(self) -> str:
         return f"ImageStore({self.root!r})"
@@ -564,6 +565,16 @@ class ImageStore:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return path, fd
 
+
+
+def _private_dir(path: str) -> None:
+    """Create `path` reachable by its owner only.  Layers extracted by root
+    keep their setuid-root files and device nodes: no other user may reach
+    them (overlayfs opens lower layers with the mounter's credentials, so
+    containers still can)."""
+    if not os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, 0o700)
 
 
 def _needs(holder: str) -> list[str]:
