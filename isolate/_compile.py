@@ -24,6 +24,7 @@ from .config import Config
 from .errors import ConfigError, ExecutableNotFound
 from .mounts import Bind
 from .overlay import Overlay
+from .paths import within_any
 from .namespace import Namespace, clone_flags
 
 
@@ -37,15 +38,18 @@ def prepare(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> tupl
     check_host(config, argv)
     key = (config.key(), tuple(argv), tuple(stdio), os.geteuid(), os.getegid())
     with _cache_lock:
-        if key in _cache:
+        compiled = _cache.get(key)
+        if compiled is not None:
             _cache.move_to_end(key)
-            return _cache[key]
-    plan = compile_plan(config, argv, stdio)
-    compiled = (plan, NativePlan(plan))
-    with _cache_lock:
-        _cache[key] = compiled
-        if len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+    if compiled is None:
+        plan = compile_plan(config, argv, stdio)
+        compiled = (plan, NativePlan(plan))
+        with _cache_lock:
+            _cache[key] = compiled
+            if len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+    if isinstance(config.rootfs, Overlay):
+        config.rootfs.prepare()   # last: once nothing can refuse the config any more
     return compiled
 
 
@@ -53,10 +57,8 @@ def check_host(config: Config, argv: Sequence[bytes]) -> None:
     """What can be known before clone: raises ConfigError or ExecutableNotFound."""
     _check_unprivileged_maps(config)
     _check_privileges(config)
-    if isinstance(config.rootfs, Overlay):
-        if config.has("user") or config.joins("user"):
-            config.rootfs.check_user_namespace()
-        config.rootfs.prepare()
+    if isinstance(config.rootfs, Overlay) and (config.has("user") or config.joins("user")):
+        config.rootfs.check_user_namespace()
     # Paths under a fresh mount of the container: only the child can check those.
     covered = _rootfs.mount_targets(config) if config.has("mount") else []
     _check_cwd(config, covered)
@@ -241,14 +243,10 @@ def _check_executable(config: Config, name: str, paths: list[str], covered: list
     if config.rootfs is not None or not config.has("mount") or not name:
         return
     resolved = [p if p.startswith("/") else posixpath.join(config.cwd, p) for p in paths]
-    if any(_under(p, covered) for p in resolved):
+    if any(within_any(p, covered) for p in resolved):
         return
     if not any(os.path.isfile(p) for p in resolved):
         raise ExecutableNotFound(name, tuple(resolved))
-
-
-def _under(path: str, targets: list[str]) -> bool:
-    return any(path == t or path.startswith(t + "/") for t in targets)
 
 
 def _check_mount_targets(config: Config, covered: list[str]) -> None:
@@ -257,7 +255,7 @@ def _check_mount_targets(config: Config, covered: list[str]) -> None:
         return   # writable, or layered: the child creates missing targets
     root = config.rootfs or "/"
     for index, mount in enumerate(config.mounts):
-        parent_covered = _under(mount.target, [t for t in covered if t != mount.target])
+        parent_covered = within_any(mount.target, [t for t in covered if t != mount.target])
         if parent_covered:
             continue
         host_path = os.path.join(root, mount.target.lstrip("/"))
@@ -272,7 +270,7 @@ def _check_cwd(config: Config, covered: list[str]) -> None:
     """A cwd that plainly does not exist fails here rather than in chdir."""
     if config.cwd == "/":
         return   # every root has one
-    if config.joins("mount") or _under(config.cwd, covered) or isinstance(config.rootfs, Overlay):
+    if config.joins("mount") or within_any(config.cwd, covered) or isinstance(config.rootfs, Overlay):
         return   # inside a joined, fresh or layered mount: only the child can tell
     root = (config.rootfs or "/") if config.has("mount") else "/"
     if not os.path.isdir(os.path.join(root, config.cwd.lstrip("/"))):

@@ -25,6 +25,7 @@ from .config import Config
 from .errors import ConfigError
 from .mounts import Bind, Tmpfs
 from .overlay import Overlay
+from .paths import within
 
 #: Where the host's "/" is bound in the new mount namespace before pivot_root.
 #: Mounting over it there changes nothing on the host.
@@ -122,9 +123,9 @@ def _mount_overlay(plan: Plan, overlay: Overlay, stage: str) -> None:
 
 def scratch_dir(overlay: Overlay) -> str:
     """A host directory no lower layer lies beneath, for the ephemeral tmpfs."""
+    lowers = [os.path.realpath(lower) for lower in overlay.lower]
     for candidate in SCRATCH_CANDIDATES:
-        if os.path.isdir(candidate) and not any(
-                lower == candidate or lower.startswith(candidate + "/") for lower in overlay.lower):
+        if os.path.isdir(candidate) and not any(within(lower, candidate) for lower in lowers):
             return candidate
     raise ConfigError("Overlay.lower", f"every place for the ephemeral upper ({', '.join(SCRATCH_CANDIDATES)}) "
                       "holds a lower layer")
@@ -223,15 +224,20 @@ def _mkdir(plan: Plan, path: str, mode: int) -> None:
 def _host_mount(plan: Plan, source: str | None, target: str, flags: int,
                 fstype: str | None = None, data: str | None = None) -> None:
     """A mount at a host path, before the root is open."""
-    what = f"mount({source!r}, {target!r}" + (f", {fstype!r})" if fstype else ")")
-    plan.add(lib.ISO_OP_MOUNT, what, a=source, b=target, c=fstype, d=data, num=flags)
+    plan.add(lib.ISO_OP_MOUNT, _mount_what(source, target, fstype),
+             a=source, b=target, c=fstype, d=data, num=flags)
 
 
 def _mount(plan: Plan, source: str | None, target: str, fstype: str | None,
            flags: int, data: str | None = None) -> None:
     """A mount at a container path (resolved in the root)."""
-    what = f"mount({source!r}, {target!r}" + (f", {fstype!r})" if fstype else ")")
-    plan.add(lib.ISO_OP_MOUNT, what, a=source, b=inside(target), c=fstype, d=data, num=flags)
+    plan.add(lib.ISO_OP_MOUNT, _mount_what(source, target, fstype),
+             a=source, b=inside(target), c=fstype, d=data, num=flags)
+
+
+def _mount_what(source: str | None, target: str, fstype: str | None) -> str:
+    """How a failed mount step is named: "mount('proc', '/proc', 'proc')"."""
+    return f"mount({source!r}, {target!r}" + (f", {fstype!r})" if fstype else ")")
 
 
 def _setattr(plan: Plan, target: str, attr_set: int, recursive: bool) -> None:
