@@ -17,7 +17,7 @@ its manifest.json then only contributes its RepoTags as names.
 Nothing is written to disk here except through `LayerBlob.extract`.  The
 JSON documents (indexes, manifests, configs) are read into memory and their
 digests checked by `read_archive`; a layer is checked while it streams
-through isolate.layers into a directory: the sha256 of its bytes as stored
+through isolate.layer_apply into a directory: the sha256 of its bytes as stored
 against its descriptor's digest (OCI only: a docker-archive records none)
 and the sha256 of its uncompressed tar against the config's
 ``rootfs.diff_ids`` entry, which is what identifies a layer in both formats.
@@ -39,7 +39,7 @@ from typing import Any, BinaryIO, ContextManager
 
 import attrs
 
-from . import layers
+from . import layer_apply, layer_format
 from .errors import ImageError, LayerError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -47,7 +47,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 #: What a docker-archive's layers are (it records no media type): a tar,
-#: perhaps compressed; isolate.layers tells which by its magic bytes.
+#: perhaps compressed; isolate.layer_apply tells which by its magic bytes.
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
@@ -130,8 +130,8 @@ class LayerBlob:
         with self.open() as raw:
             stored = _HashingReader(raw, on_read)
             try:
-                plain = _HashingReader(layers.open_compressed(_buffered(stored)))
-                layers.extract(_buffered(plain), dest, name=self.location)
+                plain = _HashingReader(layer_apply.open_compressed(_buffered(stored)))
+                layer_apply.extract(_buffered(plain), dest, name=self.location)
                 # The digests cover every stored byte: a decompressor may
                 # stop short of the blob's end, an extractor of the tar's.
                 _drain(plain)
@@ -602,7 +602,7 @@ def _empty(path: str) -> None:
         else:
             os.unlink(entry.path)
     with contextlib.suppress(OSError):
-        os.removexattr(path, layers.OPAQUE_XATTR)
+        os.removexattr(path, layer_format.OPAQUE_XATTR)
 
 
 def remove_tree(path: str) -> None:

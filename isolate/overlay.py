@@ -144,17 +144,17 @@ class Overlay:
         (uncompressed; overlay whiteouts become ``.wh.`` entries).
 
         Written to the file `out` if given, else returned as bytes."""
-        from . import layers
+        from . import layer_write
         if self.upper is None:
             raise ConfigError("Overlay.upper", "an ephemeral upper is gone with its container; "
                               "give upper= to keep the changes")
         if out is not None:
             with open(out, "wb") as f:
-                layers.write_layer(self.upper, f)
+                layer_write.write_layer(self.upper, f)
             return None
         import io
         buf = io.BytesIO()
-        layers.write_layer(self.upper, buf)
+        layer_write.write_layer(self.upper, buf)
         return buf.getvalue()
 
 

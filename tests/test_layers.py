@@ -21,8 +21,8 @@ from typing import Any, Callable
 import pytest
 import zstandard
 
-from conftest import drop_to, libc_unshare, open_fds, require, run_in_fork, unwrap
-from isolate import layers
+from conftest import CLONE_NEWUSER, drop_to, libc_unshare, open_fds, require, run_in_fork, unwrap
+from isolate import layer_apply, layer_format, layer_write
 from isolate.errors import LayerError
 
 MTIME = 1_600_000_000
@@ -84,7 +84,7 @@ def zst(data: bytes) -> bytes:
 
 
 def apply(data: bytes, dest: Path | str, name: str = "sha256:test") -> None:
-    layers.extract(layers.open_compressed(io.BytesIO(data)), str(dest), name=name)
+    layer_apply.extract(layer_apply.open_compressed(io.BytesIO(data)), str(dest), name=name)
 
 
 def members(data: bytes) -> list[tarfile.TarInfo]:
@@ -94,7 +94,7 @@ def members(data: bytes) -> list[tarfile.TarInfo]:
 
 def layer_of(upper: Path) -> bytes:
     out = io.BytesIO()
-    layers.write_layer(str(upper), out)
+    layer_write.write_layer(str(upper), out)
     return out.getvalue()
 
 
@@ -265,7 +265,7 @@ def test_compressions_give_identical_trees(tmp_path: Path):
     with open(tmp_path / "blob", "rb") as f:  # a real file: has peek already
         target = tmp_path / "from-file"
         target.mkdir()
-        layers.extract(layers.open_compressed(f), str(target))
+        layer_apply.extract(layer_apply.open_compressed(f), str(target))
         trees["from-file"] = listing(target)
     assert sorted(trees["plain"]) == ["d", "d/f", "gone", "l"]
     assert all(tree == trees["plain"] for tree in trees.values())
@@ -290,7 +290,7 @@ def test_stream_read_sequentially_to_its_end(dest: Path):
             return len(chunk)
 
     source = Hashing()
-    layers.extract(layers.open_compressed(source), str(dest))  # type: ignore[arg-type]
+    layer_apply.extract(layer_apply.open_compressed(source), str(dest))  # type: ignore[arg-type]
     assert source.hash.hexdigest() == hashlib.sha256(data).hexdigest()
     assert sorted(os.listdir(dest)) == ["a", "b"]
 
@@ -331,6 +331,15 @@ def test_forged_overlay_xattrs_are_not_applied(dest: Path):
         assert os.getxattr(path, "user.keep") == b"\xff\x00binary"
 
 
+def test_one_rule_for_the_xattrs_a_layer_carries():
+    """user.* but overlay's own; security.capability only privileged."""
+    names = ["user.keep", "user.overlay.opaque", "trusted.overlay.redirect", "trusted.other",
+             "security.capability", "security.selinux"]
+    assert [n for n in names if layer_format.layer_xattr(n, privileged=False)] == ["user.keep"]
+    assert [n for n in names if layer_format.layer_xattr(n, privileged=True)] == [
+        "user.keep", "security.capability"]
+
+
 # --- extract: malicious layers -------------------------------------------------
 
 def malicious_cases(tmp_path: Path, outside: Path) -> dict[str, tuple[list[Entry], str, str]]:
@@ -363,6 +372,13 @@ def malicious_cases(tmp_path: Path, outside: Path) -> dict[str, tuple[list[Entry
         "malformed-whiteout": ([file("a/.wh..")], "a/.wh..", "malformed whiteout"),
         "symlink-as-root": ([symlink(".", "/")], ".", "only a directory can be the layer root"),
         "unknown-type": ([entry("odd", b"Z")], "odd", "unsupported entry type"),
+        # Written back as a layer, such a directory would read as a whiteout.
+        "whiteout-named-parent": ([file("a/.wh.x/y")], "a/.wh.x/y",
+                                  "directory 'a/.wh.x' is named like a whiteout"),
+        "whiteout-named-dir": ([directory("a/.wh.d")], "a/.wh.d",
+                               "directory 'a/.wh.d' is named like a whiteout"),
+        "opaque-marker-dir": ([directory(".wh..wh..opq")], ".wh..wh..opq",
+                              "directory '.wh..wh..opq' is named like a whiteout"),
     }
 
 
@@ -370,7 +386,8 @@ CASES = ["dotdot", "inner-dotdot", "symlink-to-root", "absolute-symlink", "relat
          "nested-symlink", "dir-through-symlink", "fifo-through-symlink", "hardlink-escapes",
          "hardlink-through-symlink", "hardlink-to-symlink", "hardlink-missing",
          "whiteout-through-symlink", "opaque-through-symlink", "file-as-parent", "nul-in-name",
-         "malformed-whiteout", "symlink-as-root", "unknown-type"]
+         "malformed-whiteout", "symlink-as-root", "unknown-type", "whiteout-named-parent",
+         "whiteout-named-dir", "opaque-marker-dir"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -412,6 +429,132 @@ def test_destination_must_be_empty(dest: Path):
     assert os.listdir(dest) == ["mine"]
 
 
+def test_error_after_the_last_entry_blames_no_entry(dest: Path):
+    """A gzip CRC failure found while draining the stream after the tar's
+    end (directory modes already set) names the layer, not a directory."""
+    blob = bytearray(gz(make_tar(directory("d", mode=0o750), directory("d/e", mode=0o700),
+                                 file("d/e/f", b"f"))))
+    blob[-8] ^= 0xFF  # the CRC32 in gzip's trailer
+    with pytest.raises(LayerError) as raised:
+        apply(bytes(blob), dest)
+    assert str(raised.value).startswith("layer sha256:test: CRC check failed")
+    assert os.listdir(dest) == []
+
+
+def test_directory_modes_follow_replacements(dest: Path):
+    """A directory's mode and mtime come from the last entry that made it:
+    what was below a removed directory goes with it, so one made again
+    below a new one, as an implied parent, gets 0755."""
+    data = make_tar(
+        directory("w", mode=0o700), directory("w/sub", mode=0o711, mtime=MTIME + 1),
+        file("w"), directory("w", mode=0o751), file("w/sub/new"),
+        directory("f", mode=0o750), directory("f/sub", mode=0o711), file("f", b"file"),
+        directory("k", mode=0o700), directory("k/sub", mode=0o711), directory("k", mode=0o751),
+        directory("o", mode=0o750), directory("o/sub", mode=0o711), file(".wh.o"),
+    )
+    apply(data, dest)
+    assert sorted(listing(dest)) == ["f", "k", "k/sub", "o", "w", "w/sub", "w/sub/new"]
+    modes = {p: stat.S_IMODE(os.lstat(dest / p).st_mode) for p in ("w", "w/sub", "f", "k", "k/sub")}
+    assert modes == {"w": 0o751, "w/sub": 0o755, "f": 0o644, "k": 0o751, "k/sub": 0o711}
+    assert os.lstat(dest / "w/sub").st_mtime_ns != (MTIME + 1) * 10**9
+    assert is_whiteout(dest / "o")
+
+
+# --- extract: costs and limits ---------------------------------------------------
+# Each test once took seconds to minutes on a tar of a few kilobytes; they
+# assert only what the extraction gives, kept small enough to stay quick.
+
+def test_deep_and_long_names_refused(dest: Path):
+    """Names (and hardlink targets) beyond MAX_DEPTH components or
+    MAX_NAME_BYTES bytes are refused, the name cut short in the message."""
+    deep = "a/" * 300 + "f"  # "a/" * 2000 once took 23 s; this one pytest can still clean up
+    long_name = "/".join(["x" * 250] * 17)  # 17 components, 4266 bytes
+    cases = [(file(deep), deep, f"name has more than {layer_apply.MAX_DEPTH} components"),
+             (file(long_name), long_name, f"name is longer than {layer_apply.MAX_NAME_BYTES} bytes"),
+             (hardlink("h", "d/" * 300 + "f"), "h",
+              f"hardlink target has more than {layer_apply.MAX_DEPTH} components")]
+    for bad_entry, bad, message in cases:
+        with pytest.raises(LayerError) as raised:
+            apply(make_tar(file("ok"), bad_entry), dest)
+        shown = bad if len(bad) <= 200 else bad[:200] + "..."
+        assert str(raised.value) == f"layer sha256:test: entry {shown!r}: {message}"
+        assert os.listdir(dest) == []
+
+
+def test_deep_trees_within_the_limits(dest: Path):
+    """A 200-deep tree of directory entries gets every mode and mtime; a
+    name of exactly MAX_DEPTH components is applied."""
+    names = ["/".join(f"d{i}" for i in range(depth + 1)) for depth in range(200)]
+    entries = [directory(name, mode=0o750 if depth % 2 else 0o711, mtime=MTIME + depth)
+               for depth, name in enumerate(names)]
+    limit = "/".join(["e"] * (layer_apply.MAX_DEPTH - 1) + ["f"])
+    apply(make_tar(*entries, file(names[-1] + "/bottom", b"deep"), file(limit, b"limit")), dest)
+
+    assert (dest / names[-1] / "bottom").read_bytes() == b"deep"
+    assert (dest / limit).read_bytes() == b"limit"
+    got = [(stat.S_IMODE(os.lstat(dest / n).st_mode), os.lstat(dest / n).st_mtime_ns) for n in names]
+    assert got == [(0o750 if depth % 2 else 0o711, (MTIME + depth) * 10**9) for depth in range(200)]
+    assert stat.S_IMODE(os.lstat(dest / limit).st_mode) == 0o644
+    assert stat.S_IMODE(os.lstat(dest / os.path.dirname(limit)).st_mode) == 0o755
+
+
+def test_many_directories_and_replaced_files(dest: Path):
+    """Thousands of directories, then one file replaced thousands of times,
+    then directories replaced by files (each removal once rebuilt the
+    record of every directory: 20k + 20k entries took 62 s)."""
+    count = 2000
+    dirs = [directory(f"d{i}", mode=0o750) for i in range(count)]
+    files = [file("f", str(i).encode()) for i in range(count)]
+    replaced = [file(f"d{i}", b"now a file") for i in range(0, count, 2)]
+    apply(make_tar(*dirs, *files, *replaced), dest)
+
+    tree = listing(dest)
+    assert len(tree) == count + 1
+    assert (dest / "f").read_bytes() == str(count - 1).encode()
+    assert {tree[f"d{i}"]["mode"] for i in range(1, count, 2)} == {"drwxr-x---"}
+    assert {tree[f"d{i}"]["mode"] for i in range(0, count, 2)} == {"-rw-r--r--"}
+
+
+def test_failure_after_a_deep_tree_empties_dest(dest: Path):
+    """A 250-deep tree (read-only directories in it) and then a bad entry:
+    LayerError, and all of it removed."""
+    names = ["/".join(["d"] * (depth + 1)) for depth in range(250)]
+    entries = [directory(name, mode=0o500 if depth % 50 == 0 else 0o755)
+               for depth, name in enumerate(names)]
+    with pytest.raises(LayerError, match="escapes the layer root"):
+        apply(make_tar(*entries, file(names[-1] + "/f"), file("../bad")), dest)
+    assert os.listdir(dest) == []
+
+
+def test_removal_holds_no_descriptor_per_level(tmp_path: Path):
+    """Removing a tree deeper than both the recursion limit and the
+    descriptor limit removes it all (it once recursed, one descriptor per
+    level: RecursionError or EMFILE, and the tree left behind).  The tree
+    stays shallow enough for pytest to clean up should this fail."""
+    def remove_deep_tree() -> list[str]:
+        import resource
+        import sys
+        fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        for depth in range(300):
+            os.mkdir("d", 0o500 if depth % 100 == 0 else 0o700, dir_fd=fd)
+            below = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = below
+            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+        os.close(fd)
+        frames, frame = 0, sys._getframe()
+        while frame is not None:
+            frames, frame = frames + 1, frame.f_back
+        sys.setrecursionlimit(frames + 200)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        layer_apply._remove(fd, "d")
+        os.close(fd)
+        return os.listdir(tmp_path)
+
+    assert unwrap(run_in_fork(remove_deep_tree)) == []
+
+
 # --- extract: rootless -----------------------------------------------------------
 
 def test_rootless_extract(rootless_ids: tuple[int, int], dest: Path):
@@ -451,6 +594,48 @@ def test_rootless_device_nodes_refused(rootless_ids: tuple[int, int], dest: Path
     assert outcome["exc"]["str"] == ("layer sha256:dev: entry 'dev/node': device node 'dev/node' "
                                      "cannot be created without CAP_MKNOD (rootless)")
     assert os.listdir(dest) == []
+
+
+def test_root_of_the_initial_user_namespace_is_privileged():
+    identity = Path("/proc/self/uid_map").read_text().split() == ["0", "0", "4294967295"]
+    require(os.geteuid() == 0 and identity, "needs root of the initial user namespace")
+    assert layer_apply._privileged()
+
+
+def become_root_of_a_user_namespace() -> None:
+    """A run_in_fork setup: root of a new user namespace that maps only
+    itself (root outside too), as a container's root is."""
+    libc_unshare(CLONE_NEWUSER)
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text("0 0 1")
+    Path("/proc/self/gid_map").write_text("0 0 1")
+
+
+def test_root_of_a_user_namespace_extracts_as_rootless(dest: Path, tmp_path: Path):
+    """Root of a user namespace cannot give files ids it does not map
+    (EINVAL) nor make devices: it is not privileged, and extracts as a
+    rootless caller does."""
+    require(os.geteuid() == 0, "needs root (to map itself into a user namespace)")
+    require(run_in_fork(lambda: None, setup=become_root_of_a_user_namespace)["ok"],
+            "the host forbids user namespaces")
+    owned = make_tar(directory("home", uid=1234, gid=1234, mode=0o2775),
+                     file("home/su", b"x", mode=0o4755, uid=1234, gid=5678),
+                     symlink("home/l", "/x", uid=1234))
+    devices = make_tar(entry("dev/null", tarfile.CHRTYPE, dev=(1, 3)))
+    (tmp_path / "devices").mkdir()
+
+    def extract_both() -> tuple[int, bool, str]:
+        apply(owned, dest)
+        with pytest.raises(LayerError) as raised:
+            apply(devices, tmp_path / "devices")
+        return os.geteuid(), layer_apply._privileged(), str(raised.value)
+
+    euid, privileged, refused = unwrap(run_in_fork(extract_both, setup=become_root_of_a_user_namespace))
+    assert (euid, privileged) == (0, False)
+    assert "cannot be created without CAP_MKNOD" in refused
+    tree = listing(dest)
+    assert {(e["uid"], e["gid"]) for e in tree.values()} == {(0, 0)}
+    assert (tree["home"]["mode"], tree["home/su"]["mode"]) == ("drwxrwxr-x", "-rwxr-xr-x")
 
 
 def test_fds_are_closed(dest: Path, tmp_path: Path):
@@ -529,6 +714,33 @@ def test_write_layer_refuses_redirects(tmp_path: Path):
     os.setxattr(upper / "moved", "user.overlay.redirect", b"/orig")
     with pytest.raises(LayerError, match="'moved' has overlay redirect metadata"):
         layer_of(upper)
+
+
+def test_write_layer_refuses_names_read_as_whiteouts(tmp_path: Path):
+    """A real file, directory or symlink named .wh.NAME would be a whiteout
+    in the layer, and a whiteout of .wh..opq an opaque marker: refused.  A
+    whiteout of another .wh. name is a whiteout again once applied."""
+    makers: dict[str, Callable[[Path], Any]] = {
+        ".wh.file": lambda p: p.write_bytes(b"x"), "sub/.wh.dir": Path.mkdir,
+        ".wh.link": lambda p: p.symlink_to("target"),
+        ".wh..opq": lambda p: os.mknod(p, stat.S_IFCHR, os.makedev(0, 0)),
+    }
+    for number, (name, make) in enumerate(makers.items()):
+        upper = tmp_path / f"upper{number}"
+        (upper / "sub").mkdir(parents=True)
+        (upper / "ok").write_bytes(b"ok")
+        make(upper / name)
+        with pytest.raises(LayerError, match=f"^upper {name!r} is "):
+            layer_of(upper)
+
+    upper, dest = tmp_path / "whiteouts", tmp_path / "dest"
+    upper.mkdir()
+    dest.mkdir()
+    os.mknod(upper / ".wh.x", stat.S_IFCHR, os.makedev(0, 0))
+    layer = layer_of(upper)
+    assert [m.name for m in members(layer)] == [".wh..wh.x"]
+    apply(layer, dest)
+    assert os.listdir(dest) == [".wh.x"] and is_whiteout(dest / ".wh.x")
 
 
 def test_round_trip(tmp_path: Path):
@@ -632,3 +844,4 @@ def test_overlay_upper_round_trip(tmp_path: Path):
                             "link", "null", "x"]
     assert seen["etc/keep"]["sha256"] == hashlib.sha256(b"keep\nmore\n").hexdigest()
     assert rebuilt == seen
+

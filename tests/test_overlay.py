@@ -135,7 +135,7 @@ def test_diff_turns_whiteouts_and_opaque_dirs_into_layer_entries(base: Path, hos
 
 def test_diff_round_trip_reproduces_the_tree(base: Path, host_dir: Path):
     """Changes -> diff() -> the layer on top of the same lowers: the same view."""
-    from isolate import layers
+    from isolate import layer_apply
 
     ov = isolate.Overlay(lower=[base], upper=host_dir / "upper")
     script = "rm /etc/only-base; echo hi > /etc/motd; mkdir -p /opt/a; echo z > /opt/a/z"
@@ -145,7 +145,7 @@ def test_diff_round_trip_reproduces_the_tree(base: Path, host_dir: Path):
     with open(host_dir / "layer.tar", "wb") as f:
         ov.diff(f.name)
     with open(host_dir / "layer.tar", "rb") as f:
-        layers.extract(f, str(diff))
+        layer_apply.extract(f, str(diff))
     listing = "ls -R /etc /opt; cat /etc/motd /opt/a/z"
     expected = sh(listing, ov).stdout
     assert sh(listing, isolate.Overlay(lower=[base, diff])).stdout == expected

@@ -1,30 +1,12 @@
-"""Image layers: apply a layer tar to a directory, and make one from an
-overlayfs upper directory.
-
-A layer is a tar "changeset" (OCI image-spec, layer.md): its entries add or
-replace files, and two kinds of *whiteout* entries delete what the layers
-below hold:
-
-- ``DIR/.wh.NAME`` deletes ``DIR/NAME``;
-- ``DIR/.wh..wh..opq`` makes ``DIR`` opaque: nothing of the lower layers'
-  ``DIR`` shows through, only what this layer puts there.
-
-isolate keeps each applied layer as a directory that becomes an overlayfs
-lower layer, so whiteouts are stored the way overlayfs itself writes them
-(isolate always mounts overlays with ``userxattr``, hence ``user.*``):
-
-- a whiteout is a character device 0/0 at ``NAME`` (Linux >= 5.8 lets any
-  user create that one device, so this works rootless too);
-- an opaque directory carries the xattr ``user.overlay.opaque = "y"``.
-
-`extract` turns the tar convention into the overlay one, `write_layer` turns
-an overlay upper directory, where the kernel records a container's changes
-in that same overlay form, back into a layer tar.
+"""Applying a layer tar to a directory, whiteouts stored in overlay form
+(see `layer_format`).
 
 A layer tar is untrusted: `extract` resolves every path from a descriptor of
 the destination, one component at a time, never following a symlink, so no
 entry reaches outside the destination whatever symlinks earlier entries
-planted; and a layer cannot forge overlay metadata through PAX xattrs.
+planted; a layer cannot forge overlay metadata through PAX xattrs; and the
+work an entry costs is bounded by its depth, which is capped, so a small
+tar cannot keep an extraction busy for long.
 """
 from __future__ import annotations
 
@@ -35,26 +17,36 @@ import os
 import shutil
 import stat
 import tarfile
+from collections.abc import Callable
 from decimal import Decimal
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 
 from .errors import LayerError
+from .layer_format import OPAQUE_MARKER, OPAQUE_XATTR, PAX_XATTR, WHITEOUT_PREFIX, layer_xattr
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-OPAQUE_XATTR = "user.overlay.opaque"
+#: The longest entry name or hardlink target applied, in bytes: PATH_MAX,
+#: beyond which a process could not name the file anyway.
+MAX_NAME_BYTES = 4096
+#: The most components an entry name or hardlink target may have: far more
+#: than real images nest, and few enough to bound what one entry costs (a
+#: step per component) and how deep the tree made gets.
+MAX_DEPTH = 256
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_PAX_XATTR = "SCHILY.xattr."
-_OVERLAY_XATTRS = ("user.overlay.", "trusted.overlay.")
 _NS = 1_000_000_000
+# Longer entry names are cut short in messages: a refused one may be huge.
+_SHOWN_CHARS = 200
 
 # A step of a path walk: a handle on a directory, never on what a symlink
 # points to (O_NOFOLLOW on the last component of a one-component path).
 _STEP_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# The uid_map of the initial user namespace: every id maps to itself.
+_IDENTITY_MAP = ["0", "0", "4294967295"]
+
+_T = TypeVar("_T")
 
 
 def open_compressed(fileobj: BinaryIO) -> BinaryIO:
@@ -100,6 +92,44 @@ def extract(stream: BinaryIO, dest: str, *, name: str = "layer") -> None:
         os.close(root_fd)
 
 
+def _privileged() -> bool:
+    """Whether this process may give files any owner, make device nodes and
+    set security.capability: root of the initial user namespace.  Root of
+    another one may not (chown to an id it does not map fails with EINVAL).
+
+    The initial namespace is told by its uid_map, every id to itself; its
+    /proc/PID/ns/user link cannot be compared with PID 1's, which in a pid
+    namespace is not the host's init."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == _IDENTITY_MAP
+    except OSError:
+        # No /proc: assume the initial namespace, as root mostly is.  Wrong,
+        # the first chown fails loudly, where the other guess would drop
+        # every owner silently.
+        return True
+
+
+class _Dir:
+    """A directory this extraction made: the mode and mtime it gets once
+    all entries are in, and the directories made in it, by name."""
+
+    __slots__ = ("mode", "mtime_ns", "subdirs")
+
+    def __init__(self, mode: int, mtime_ns: int | None = None) -> None:
+        self.mode = mode
+        self.mtime_ns = mtime_ns
+        self.subdirs: dict[str, _Dir] = {}
+
+    def finish(self, parent: int, base: str) -> None:
+        """Give the directory `base` in `parent` its mode and mtime."""
+        os.chmod(base, self.mode, dir_fd=parent, follow_symlinks=False)
+        if self.mtime_ns is not None:
+            os.utime(base, ns=(self.mtime_ns, self.mtime_ns), dir_fd=parent, follow_symlinks=False)
+
+
 class _Applier:
     """The state of one extraction: the destination, the entry at hand, and
     the directories whose mode and mtime are set once all entries are in."""
@@ -108,15 +138,21 @@ class _Applier:
         self.root_fd = root_fd
         self.name = name
         self.entry: str | None = None
-        self.privileged = os.geteuid() == 0
+        self.privileged = _privileged()
         # Directory modes wait for the end (as tar does): a read-only or
         # unsearchable directory would stop a rootless caller filling it.
-        # Mtimes wait too: creating children changes them.
-        self.dirs: dict[tuple[str, ...], tuple[int, int | None]] = {}
+        # Mtimes wait too: creating children changes them.  This tree holds
+        # every directory below dest (dest starts empty, so each is one made
+        # here): a walk keeps its place in it at no cost, and removing a
+        # directory drops its subtree in one step.
+        self.top: dict[str, _Dir] = {}
         self.root_opaque = False
 
     def error(self, message: str) -> LayerError:
-        where = f"entry {self.entry!r}: " if self.entry is not None else ""
+        where = ""
+        if self.entry is not None:
+            shown = self.entry if len(self.entry) <= _SHOWN_CHARS else self.entry[:_SHOWN_CHARS] + "..."
+            where = f"entry {shown!r}: "
         return LayerError(f"layer {self.name}: {where}{message}")
 
     def run(self, stream: BinaryIO) -> None:
@@ -124,8 +160,8 @@ class _Applier:
             for member in tar:
                 self.entry = member.name
                 self.apply(tar, member)
-        self.entry = None
         self.finish_dirs()
+        self.entry = None  # what follows is no entry's doing
         # Read the end-of-archive padding too, so a digest of the stream
         # covers the whole blob.
         while stream.read(1 << 16):
@@ -141,9 +177,13 @@ class _Applier:
         """`path`'s components below the layer root ("./a//b/" -> a, b)."""
         if "\0" in path:
             raise self.error(f"{what} {path!r} contains a NUL byte")
+        if len(path.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise self.error(f"{what} is longer than {MAX_NAME_BYTES} bytes")
         parts = [p for p in path.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise self.error(f"{what} {path!r} escapes the layer root")
+        if len(parts) > MAX_DEPTH:
+            raise self.error(f"{what} has more than {MAX_DEPTH} components")
         return parts
 
     def apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
@@ -152,6 +192,7 @@ class _Applier:
             if not member.isdir():
                 raise self.error("only a directory can be the layer root")
             return  # dest's own mode and owner are the caller's business
+        self.check_dir_names(parts if member.isdir() else parts[:-1])
         base = parts[-1]
         if base == OPAQUE_MARKER:
             self.make_opaque(parts[:-1])
@@ -159,11 +200,19 @@ class _Applier:
             self.whiteout(parts[:-1], base[len(WHITEOUT_PREFIX):])
         else:
             self.check_kind(member)
-            parent = self.walk(parts[:-1], create=True)
+            parent, subdirs = self.walk(parts[:-1], create=True)
             try:
-                self.create(tar, member, parent, parts)
+                self.create(tar, member, parent, subdirs, base)
             finally:
                 os.close(parent)
+
+    def check_dir_names(self, dir_parts: list[str]) -> None:
+        """Refuse directories named like whiteouts: written back as a layer,
+        one would read as a whiteout."""
+        for depth, part in enumerate(dir_parts):
+            if part.startswith(WHITEOUT_PREFIX):
+                shown = "/".join(dir_parts[: depth + 1])
+                raise self.error(f"directory {shown!r} is named like a whiteout ({WHITEOUT_PREFIX}NAME)")
 
     def check_kind(self, member: tarfile.TarInfo) -> None:
         if not (member.isreg() or member.isdir() or member.issym() or member.islnk()
@@ -173,59 +222,68 @@ class _Applier:
             raise self.error(f"device node {member.name!r} cannot be created "
                              "without CAP_MKNOD (rootless)")
 
-    def walk(self, parts: list[str], *, create: bool) -> int:
+    def walk(self, parts: list[str], *, create: bool) -> tuple[int, dict[str, _Dir]]:
         """An O_PATH descriptor of the directory `parts` below dest, reached
-        without following symlinks; missing directories made if `create`."""
-        fd = os.open(".", _STEP_FLAGS, dir_fd=self.root_fd)
+        without following symlinks, and the directories made in it; missing
+        directories made if `create`."""
+        fd, subdirs = os.open(".", _STEP_FLAGS, dir_fd=self.root_fd), self.top
         try:
-            for i in range(len(parts)):
-                step = self.step(fd, parts[: i + 1], create)
+            for depth in range(len(parts)):
+                step, subdirs = self.step(fd, subdirs, parts, depth, create)
                 os.close(fd)
                 fd = step
         except BaseException:
             os.close(fd)
             raise
-        return fd
+        return fd, subdirs
 
-    def step(self, fd: int, path: list[str], create: bool) -> int:
-        part, shown = path[-1], "/".join(path)
+    def step(self, fd: int, subdirs: dict[str, _Dir], parts: list[str], depth: int,
+             create: bool) -> tuple[int, dict[str, _Dir]]:
+        """From `fd`, the directory parts[:depth] (`subdirs` made in it), to
+        parts[depth]: its descriptor and the directories made in it."""
+        part = parts[depth]
         try:
-            return os.open(part, _STEP_FLAGS, dir_fd=fd)
+            next_fd = os.open(part, _STEP_FLAGS, dir_fd=fd)
         except OSError as exc:
-            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
-                kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
-                raise self.error(f"parent {shown!r} is {kind}") from None
-            if exc.errno != errno.ENOENT:
-                raise
-            if not create:
-                raise self.error(f"parent {shown!r} does not exist") from None
-        os.mkdir(part, 0o700, dir_fd=fd)
-        self.dirs[tuple(path)] = (0o755, None)  # tar's mode for implied parents
-        return os.open(part, _STEP_FLAGS, dir_fd=fd)
+            if exc.errno != errno.ENOENT or not create:
+                raise self.step_error(fd, parts, depth, exc) from None
+            os.mkdir(part, 0o700, dir_fd=fd)
+            subdirs[part] = _Dir(0o755)  # tar's mode for implied parents
+            next_fd = os.open(part, _STEP_FLAGS, dir_fd=fd)
+        return next_fd, subdirs[part].subdirs
 
-    def clear(self, parent: int, path: list[str], keep_dir: bool = False) -> bool:
-        """Remove whatever is at `path` (later entries win); with
+    def step_error(self, fd: int, parts: list[str], depth: int, exc: OSError) -> Exception:
+        """What a failed step raises.  The path shown is joined only here:
+        joining it at every step would cost each step the depth."""
+        shown = "/".join(parts[: depth + 1])
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            st = os.stat(parts[depth], dir_fd=fd, follow_symlinks=False)
+            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            return self.error(f"parent {shown!r} is {kind}")
+        if exc.errno == errno.ENOENT:
+            return self.error(f"parent {shown!r} does not exist")
+        return exc
+
+    def clear(self, parent: int, subdirs: dict[str, _Dir], base: str, keep_dir: bool = False) -> bool:
+        """Remove whatever is at `base` in `parent` (later entries win); with
         `keep_dir` leave a directory there.  True if a directory was kept."""
         try:
-            st = os.stat(path[-1], dir_fd=parent, follow_symlinks=False)
+            st = os.stat(base, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             return False
         if keep_dir and stat.S_ISDIR(st.st_mode):
             return True
-        _remove(parent, path[-1])
-        key = tuple(path)
-        self.dirs = {p: v for p, v in self.dirs.items() if p[: len(key)] != key}
+        _remove(parent, base)
+        subdirs.pop(base, None)
         return False
 
     def create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int,
-               parts: list[str]) -> None:
-        base = parts[-1]
-        kept_dir = self.clear(parent, parts, keep_dir=member.isdir())
+               subdirs: dict[str, _Dir], base: str) -> None:
+        kept_dir = self.clear(parent, subdirs, base, keep_dir=member.isdir())
         if member.isreg():
             self.write_file(tar, member, parent, base)
         elif member.isdir():
-            self.make_dir(member, parent, parts, kept_dir)
+            self.make_dir(member, parent, subdirs, base, kept_dir)
         elif member.islnk():
             self.hardlink(member, parent, base)
         else:
@@ -266,24 +324,28 @@ class _Applier:
             ns = _mtime_ns(member)
             os.utime(fd, ns=(ns, ns))
 
-    def make_dir(self, member: tarfile.TarInfo, parent: int, parts: list[str],
+    def make_dir(self, member: tarfile.TarInfo, parent: int, subdirs: dict[str, _Dir], base: str,
                  exists: bool) -> None:
-        if not exists:
-            os.mkdir(parts[-1], 0o700, dir_fd=parent)
-        fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+        mode, mtime_ns = self.mode(member), _mtime_ns(member)
+        if exists:
+            kept = subdirs[base]
+            kept.mode, kept.mtime_ns = mode, mtime_ns
+        else:
+            os.mkdir(base, 0o700, dir_fd=parent)
+            subdirs[base] = _Dir(mode, mtime_ns)
+        fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
         try:
             if self.privileged:
                 os.fchown(fd, member.uid, member.gid)
             self.set_xattrs(fd, member)
         finally:
             os.close(fd)
-        self.dirs[tuple(parts)] = (self.mode(member), _mtime_ns(member))
 
     def hardlink(self, member: tarfile.TarInfo, parent: int, base: str) -> None:
         target = self.components(member.linkname, "hardlink target")
         if not target:
             raise self.error("hardlink target is the layer root")
-        source = self.walk(target[:-1], create=False)
+        source, _ = self.walk(target[:-1], create=False)
         try:
             try:
                 st = os.stat(target[-1], dir_fd=source, follow_symlinks=False)
@@ -308,29 +370,23 @@ class _Applier:
         """The entry's PAX xattrs that a layer may set (files and directories
         only: Linux refuses user.* xattrs on symlinks and special files)."""
         for key, value in sorted(member.pax_headers.items()):
-            if key.startswith(_PAX_XATTR) and self.wanted_xattr(key[len(_PAX_XATTR):]):
+            xattr = key.removeprefix(PAX_XATTR)
+            if xattr != key and layer_xattr(xattr, privileged=self.privileged):
                 # tarfile decodes PAX values with surrogateescape: undo it.
-                os.setxattr(fd, key[len(_PAX_XATTR):], value.encode("utf-8", "surrogateescape"))
-
-    def wanted_xattr(self, xattr: str) -> bool:
-        # Overlay metadata (opaque, redirect, metacopy...) would let a layer
-        # change how the overlay reads it: only whiteout entries set it.
-        if xattr.startswith(_OVERLAY_XATTRS):
-            return False
-        return xattr.startswith("user.") or (self.privileged and xattr == "security.capability")
+                os.setxattr(fd, xattr, value.encode("utf-8", "surrogateescape"))
 
     def whiteout(self, dir_parts: list[str], target: str) -> None:
         if target in ("", ".", ".."):
             raise self.error("malformed whiteout")
-        parent = self.walk(dir_parts, create=True)
+        parent, subdirs = self.walk(dir_parts, create=True)
         try:
-            self.clear(parent, dir_parts + [target])
+            self.clear(parent, subdirs, target)
             os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
         finally:
             os.close(parent)
 
     def make_opaque(self, dir_parts: list[str]) -> None:
-        path_fd = self.walk(dir_parts, create=True)
+        path_fd, _ = self.walk(dir_parts, create=True)
         try:
             fd = os.open(".", _DIR_FLAGS, dir_fd=path_fd)  # xattrs need a real open
         finally:
@@ -342,16 +398,16 @@ class _Applier:
         self.root_opaque = self.root_opaque or not dir_parts
 
     def finish_dirs(self) -> None:
-        # Deepest first: a directory's mode may forbid walking into it.
-        for path, (mode, ns) in sorted(self.dirs.items(), key=lambda kv: -len(kv[0])):
-            self.entry = "/".join(path)
-            parent = self.walk(list(path[:-1]), create=False)
-            try:
-                os.chmod(path[-1], mode, dir_fd=parent, follow_symlinks=False)
-                if ns is not None:
-                    os.utime(path[-1], ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
-            finally:
-                os.close(parent)
+        """Give the directories made their modes and mtimes, in one walk down
+        their tree, each after all below it: its mode may forbid walking in."""
+        path: list[str] = []
+        try:
+            _walk_deepest_first(self.root_fd, list(self.top.items()),
+                                lambda _, made: list(made.subdirs.items()),
+                                lambda parent, base, made: made.finish(parent, base), path)
+        except Exception:
+            self.entry = "/".join(path) or None
+            raise
 
 
 def _mtime_ns(member: tarfile.TarInfo) -> int:
@@ -364,134 +420,96 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
 
 def _remove(parent: int, base: str) -> None:
     """Remove `base` in directory `parent`, a directory with all it holds,
-    without following symlinks."""
-    st = os.stat(base, dir_fd=parent, follow_symlinks=False)
-    if not stat.S_ISDIR(st.st_mode):
+    without following symlinks, however deep the tree."""
+    if not stat.S_ISDIR(os.stat(base, dir_fd=parent, follow_symlinks=False).st_mode):
         os.unlink(base, dir_fd=parent)
         return
+    _unlock(parent, base)
+    _walk_deepest_first(parent, [(base, None)], _remove_all_but_subdirs,
+                        lambda dir_fd, name, _: os.rmdir(name, dir_fd=dir_fd), [])
+
+
+def _remove_all_but_subdirs(dir_fd: int, _: None) -> list[tuple[str, None]]:
+    """Unlink what the directory `dir_fd` holds but its subdirectories, and
+    list those, unlocked."""
+    with os.scandir(dir_fd) as listing:
+        entries = list(listing)  # all read before any is removed
+    subdirs: list[tuple[str, None]] = []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _unlock(dir_fd, entry.name)
+            subdirs.append((entry.name, None))
+        else:
+            os.unlink(entry.name, dir_fd=dir_fd)
+    return subdirs
+
+
+def _unlock(parent: int, base: str) -> None:
     # A directory may be read-only or unsearchable; we made it, so we may chmod.
     os.chmod(base, 0o700, dir_fd=parent, follow_symlinks=False)
-    fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
+
+
+def _walk_deepest_first(fd: int, top: list[tuple[str, _T]],
+                        below: Callable[[int, _T], list[tuple[str, _T]]],
+                        leave: Callable[[int, str, _T], None], path: list[str]) -> None:
+    """Visit the directories `top`, (name, item) pairs in directory `fd`,
+    and those below them, each after all below it: in a directory,
+    `below(its descriptor, item)` lists the directories to visit there;
+    after them, `leave(its parent's descriptor, name, item)` finishes it.
+
+    No recursion, and a descriptor or two open whatever the depth.  `path`
+    follows the walk, the names from `fd` down to the directory at hand,
+    for the caller to tell where an error happened."""
+    cursor = _Cursor(fd)
     try:
-        for child in os.listdir(fd):
-            _remove(fd, child)
+        pending = [top]  # per level, the directories still to visit there
+        while pending:
+            if pending[-1]:
+                name, item = pending[-1][-1]
+                path.append(name)
+                cursor.down(name)
+                pending.append(below(cursor.fd, item))
+                continue
+            pending.pop()
+            if pending:
+                cursor.up()
+                name, item = pending[-1].pop()
+                leave(cursor.fd, name, item)
+                path.pop()
     finally:
-        os.close(fd)
-    os.rmdir(base, dir_fd=parent)
+        cursor.close()
 
 
-def write_layer(upper: str, out: BinaryIO) -> None:
-    """Write the overlayfs upper directory `upper` to `out` as an
-    uncompressed PAX layer tar; the same tree always gives the same bytes."""
-    fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
-                          encoding="utf-8") as tar:
-            _LayerWriter(tar).directory(fd, "")
-    finally:
-        os.close(fd)
+class _Cursor:
+    """A descriptor going down a directory tree and back up, the only one
+    held whatever the depth.  Going up opens ".." and checks it is the
+    directory it came from, so the walk cannot leave the tree."""
 
+    def __init__(self, fd: int) -> None:
+        self.fd = os.dup(fd)
+        self.here = _identity(self.fd)
+        self.above: list[tuple[int, int]] = []
 
-# Tar types of the special files a layer carries as they are.
-_SPECIAL_TYPES = {stat.S_IFCHR: tarfile.CHRTYPE, stat.S_IFBLK: tarfile.BLKTYPE,
-                  stat.S_IFIFO: tarfile.FIFOTYPE}
+    def down(self, name: str) -> None:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=self.fd)
+        self.above.append(self.here)
+        self.here = _identity(fd)
+        os.close(self.fd)
+        self.fd = fd
 
-
-class _LayerWriter:
-    """Walks an upper directory, entries sorted, parents before children."""
-
-    def __init__(self, tar: tarfile.TarFile) -> None:
-        self.tar = tar
-        self.first_names: dict[tuple[int, int], str] = {}  # inode -> first name
-
-    def directory(self, dir_fd: int, prefix: str) -> None:
-        for base in sorted(os.listdir(dir_fd)):
-            st = os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
-            self.entry(dir_fd, prefix, base, st)
-
-    def entry(self, dir_fd: int, prefix: str, base: str, st: os.stat_result) -> None:
-        kind, path = stat.S_IFMT(st.st_mode), prefix + base
-        if kind == stat.S_IFDIR:
-            self.subdirectory(dir_fd, base, path, st)
-        elif kind == stat.S_IFREG:
-            self.regular(dir_fd, base, path, st)
-        elif kind == stat.S_IFLNK:
-            info = _tar_info(path, st, tarfile.SYMTYPE)
-            info.linkname = os.readlink(base, dir_fd=dir_fd)
-            self.tar.addfile(info)
-        elif kind == stat.S_IFCHR and st.st_rdev == 0:
-            # An overlay whiteout: in a layer, an empty file ".wh.NAME".
-            self.tar.addfile(_marker(prefix + WHITEOUT_PREFIX + base, st))
-        elif kind in _SPECIAL_TYPES:
-            info = _tar_info(path, st, _SPECIAL_TYPES[kind])
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            self.tar.addfile(info)
-        # Sockets: a tar cannot hold them, and they mean nothing in an image.
-
-    def subdirectory(self, dir_fd: int, base: str, path: str, st: os.stat_result) -> None:
-        fd = os.open(base, _DIR_FLAGS, dir_fd=dir_fd)
-        try:
-            xattrs = _read_xattrs(fd, path)
-            info = _tar_info(path, st, tarfile.DIRTYPE)
-            info.pax_headers = _pax_xattrs(xattrs)
-            self.tar.addfile(info)
-            if b"y" in (xattrs.get("user.overlay.opaque"), xattrs.get("trusted.overlay.opaque")):
-                self.tar.addfile(_marker(f"{path}/{OPAQUE_MARKER}", st))
-            self.directory(fd, path + "/")
-        finally:
+    def up(self) -> None:
+        fd = os.open("..", _DIR_FLAGS, dir_fd=self.fd)
+        expected = self.above.pop()
+        if _identity(fd) != expected:
             os.close(fd)
+            raise OSError(errno.ESTALE, "a directory moved while it was walked")
+        os.close(self.fd)
+        self.fd, self.here = fd, expected
 
-    def regular(self, dir_fd: int, base: str, path: str, st: os.stat_result) -> None:
-        inode = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and inode in self.first_names:
-            info = _tar_info(path, st, tarfile.LNKTYPE)
-            info.linkname = self.first_names[inode]
-            self.tar.addfile(info)
-            return
-        if st.st_nlink > 1:
-            self.first_names[inode] = path
-        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        with open(fd, "rb") as f:
-            st = os.fstat(fd)  # the size of what is read, should it have changed
-            info = _tar_info(path, st, tarfile.REGTYPE)
-            info.size = st.st_size
-            info.pax_headers = _pax_xattrs(_read_xattrs(fd, path))
-            self.tar.addfile(info, f)
+    def close(self) -> None:
+        os.close(self.fd)
 
 
-def _tar_info(path: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(path)
-    info.type = kind
-    info.mode = stat.S_IMODE(st.st_mode)
-    info.uid, info.gid = st.st_uid, st.st_gid
-    info.uname = info.gname = ""  # ids only: names belong to the host
-    # Whole seconds, the tar header's unit: no PAX record for every entry.
-    info.mtime = st.st_mtime_ns // _NS
-    return info
-
-
-def _marker(path: str, st: os.stat_result) -> tarfile.TarInfo:
-    """An empty whiteout file; OCI gives its other fields no meaning."""
-    info = _tar_info(path, st, tarfile.REGTYPE)
-    info.mode = 0
-    return info
-
-
-def _read_xattrs(fd: int, path: str) -> dict[str, bytes]:
-    xattrs = {name: os.getxattr(fd, name) for name in os.listxattr(fd)}
-    # These make the upper file depend on a lower one; a layer cannot say so.
-    for prefix in _OVERLAY_XATTRS:
-        for what in ("metacopy", "redirect"):
-            if prefix + what in xattrs:
-                raise LayerError(f"upper {path!r} has overlay {what} metadata, which a layer "
-                                 "cannot represent (mount without metacopy/redirect_dir)")
-    return xattrs
-
-
-def _pax_xattrs(xattrs: dict[str, bytes]) -> dict[str, str]:
-    """The xattrs a layer carries, as SCHILY.xattr PAX records (sorted, so
-    the output is deterministic); overlay's own metadata stays behind."""
-    return {_PAX_XATTR + name: value.decode("utf-8", "surrogateescape")
-            for name, value in sorted(xattrs.items())
-            if (name.startswith("user.") or name == "security.capability")
-            and not name.startswith(_OVERLAY_XATTRS)}
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino

@@ -1,0 +1,46 @@
+"""Image layer format: the conventions a layer tar and an overlay upper
+directory share, for `layer_apply` (tar to directory) and `layer_write`
+(directory to tar).
+
+A layer is a tar "changeset" (OCI image-spec, layer.md): its entries add or
+replace files, and two kinds of *whiteout* entries delete what the layers
+below hold:
+
+- ``DIR/.wh.NAME`` deletes ``DIR/NAME``;
+- ``DIR/.wh..wh..opq`` makes ``DIR`` opaque: nothing of the lower layers'
+  ``DIR`` shows through, only what this layer puts there.
+
+isolate keeps each applied layer as a directory that becomes an overlayfs
+lower layer, so whiteouts are stored the way overlayfs itself writes them
+(isolate always mounts overlays with ``userxattr``, hence ``user.*``):
+
+- a whiteout is a character device 0/0 at ``NAME`` (Linux >= 5.8 lets any
+  user create that one device, so this works rootless too);
+- an opaque directory carries the xattr ``user.overlay.opaque = "y"``.
+
+So a real file or directory cannot have a name starting with ``.wh.``: in
+a layer it would read as a whiteout.  Both directions refuse such names.
+"""
+from __future__ import annotations
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "user.overlay.opaque"
+#: Where overlayfs keeps its metadata: ``user.*`` with ``userxattr`` (as
+#: isolate mounts), ``trusted.*`` otherwise.
+OVERLAY_XATTR_PREFIXES = ("user.overlay.", "trusted.overlay.")
+#: How a PAX tar header carries an xattr: this prefix, then its name.
+PAX_XATTR = "SCHILY.xattr."
+
+
+def layer_xattr(name: str, *, privileged: bool) -> bool:
+    """Whether a layer may carry the xattr `name`: ``user.*`` ones, and
+    ``security.capability`` if `privileged` (only a privileged applier may
+    set it; a writer keeps it for whoever applies the layer).
+
+    Never overlay metadata (opaque, redirect, metacopy...): it would let a
+    layer change how the overlay reads it; only whiteout entries stand for
+    it."""
+    if name.startswith(OVERLAY_XATTR_PREFIXES):
+        return False
+    return name.startswith("user.") or (privileged and name == "security.capability")
