@@ -22,15 +22,8 @@ from decimal import Decimal
 from typing import BinaryIO, TypeVar, cast
 
 from .errors import LayerError
-from .layer_format import OPAQUE_MARKER, OPAQUE_XATTR, PAX_XATTR, WHITEOUT_PREFIX, layer_xattr
-
-#: The longest entry name or hardlink target applied, in bytes: PATH_MAX,
-#: beyond which a process could not name the file anyway.
-MAX_NAME_BYTES = 4096
-#: The most components an entry name or hardlink target may have: far more
-#: than real images nest, and few enough to bound what one entry costs (a
-#: step per component) and how deep the tree made gets.
-MAX_DEPTH = 256
+from .layer_format import (MAX_DEPTH, MAX_NAME_BYTES, OPAQUE_MARKER, OPAQUE_XATTR, PAX_XATTR,
+                           WHITEOUT_PREFIX, layer_xattr)
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

@@ -32,6 +32,14 @@ OVERLAY_XATTR_PREFIXES = ("user.overlay.", "trusted.overlay.")
 #: How a PAX tar header carries an xattr: this prefix, then its name.
 PAX_XATTR = "SCHILY.xattr."
 
+#: The longest entry name or hardlink target in a layer, in bytes: PATH_MAX,
+#: beyond which a process could not name the file anyway.
+MAX_NAME_BYTES = 4096
+#: The most components an entry name or hardlink target may have: far more
+#: than real images nest, and few enough to bound what one entry costs (a
+#: step per component) and how deep the tree made gets.
+MAX_DEPTH = 256
+
 
 def layer_xattr(name: str, *, privileged: bool) -> bool:
     """Whether a layer may carry the xattr `name`: ``user.*`` ones, and

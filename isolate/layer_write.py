@@ -9,7 +9,7 @@ import tarfile
 from typing import BinaryIO
 
 from .errors import LayerError
-from .layer_format import (OPAQUE_MARKER, OVERLAY_XATTR_PREFIXES, PAX_XATTR, WHITEOUT_PREFIX,
+from .layer_format import (MAX_DEPTH, OPAQUE_MARKER, OVERLAY_XATTR_PREFIXES, PAX_XATTR, WHITEOUT_PREFIX,
                            layer_xattr)
 
 _NS = 1_000_000_000
@@ -78,6 +78,10 @@ class _LayerWriter:
         self.tar.addfile(_marker(prefix + marker, st))
 
     def subdirectory(self, dir_fd: int, base: str, path: str, st: os.stat_result) -> None:
+        if path.count("/") + 1 >= MAX_DEPTH:
+            # What extract would refuse; it also bounds this walk's recursion.
+            raise LayerError(f"upper {path[:200]!r}...: deeper than {MAX_DEPTH} components, "
+                             "which a layer cannot hold")
         fd = os.open(base, _DIR_FLAGS, dir_fd=dir_fd)
         try:
             xattrs = _read_xattrs(fd, path)

@@ -845,3 +845,19 @@ def test_overlay_upper_round_trip(tmp_path: Path):
     assert seen["etc/keep"]["sha256"] == hashlib.sha256(b"keep\nmore\n").hexdigest()
     assert rebuilt == seen
 
+
+
+def test_write_layer_refuses_an_upper_deeper_than_a_layer_may_be(tmp_path: Path):
+    """A container may nest directories without bound; its diff stops at what
+    extract would accept, with a LayerError (not a RecursionError)."""
+    upper = tmp_path / "upper"
+    os.makedirs(upper / "/".join(["d"] * (layer_format.MAX_DEPTH + 4)))
+    with pytest.raises(LayerError, match=f"deeper than {layer_format.MAX_DEPTH} components"):
+        layer_write.write_layer(str(upper), io.BytesIO())
+    os.makedirs(tmp_path / "ok" / "/".join(["d"] * (layer_format.MAX_DEPTH - 2)))
+    out = io.BytesIO()
+    layer_write.write_layer(str(tmp_path / "ok"), out)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    layer_apply.extract(io.BytesIO(out.getvalue()), str(dest))
+    assert (dest / "/".join(["d"] * (layer_format.MAX_DEPTH - 2))).is_dir()
