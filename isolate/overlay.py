@@ -14,14 +14,16 @@ layer directories serve every caller.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from . import units
+from . import layer_write, units
 from .errors import ConfigError
+from .paths import within
 
 #: overlayfs stacks at most this many lower layers (OVL_MAX_STACK).
 MAX_LOWERS = 500
@@ -38,7 +40,8 @@ _WORK_LEFTOVERS = {"work", "index"}
 def _directory(field: str, value: str | os.PathLike) -> str:
     path = os.path.abspath(os.fsdecode(value))
     if any(c in path for c in _SPECIAL):
-        raise ConfigError(field, f"{path!r}: overlayfs cannot take a path containing ',', ':' or '\\'")
+        raise ConfigError(field, f"{path!r}: overlayfs cannot take a path containing ',', ':', "
+                          "'\\' or a newline")
     return path
 
 
@@ -58,7 +61,7 @@ def _lowers(value: Iterable[str | os.PathLike]) -> tuple[str, ...]:
     return lowers
 
 
-def _optional_dir(field: str):
+def _optional_dir(field: str) -> Callable[[str | os.PathLike | None], str | None]:
     def convert(value: str | os.PathLike | None) -> str | None:
         return None if value is None else _directory(field, value)
     return convert
@@ -78,7 +81,7 @@ class Overlay:
         if missing); None: a tmpfs that is thrown away with the container.
     work: overlayfs's work directory, on the same filesystem as `upper`
         and empty (or holding only what overlayfs left there); defaults to
-        "work" next to `upper` ("<upper>.work" if upper is itself "work").
+        "<upper>.work", so that two uppers side by side never share one.
     size: with no upper, the tmpfs's size limit ("512M", bytes; None: the
         kernel's default, half of RAM).
     """
@@ -96,8 +99,7 @@ class Overlay:
         if self.size is not None:
             raise ConfigError("Overlay.size", "only used with an ephemeral (tmpfs) upper")
         if self.work is None:
-            work = os.path.join(os.path.dirname(self.upper), "work")
-            object.__setattr__(self, "work", work if work != self.upper else self.upper + ".work")
+            object.__setattr__(self, "work", self.upper + ".work")
         _check_upper(self.upper, self.work, self.lower)
 
     @property
@@ -110,8 +112,9 @@ class Overlay:
         # overlayfs lists the top layer first.
         lowers = ":".join(reversed(self.lower))
         options = f"lowerdir={lowers},upperdir={upper},workdir={work},userxattr"
-        if len(options) > MAX_OPTIONS:
-            raise ConfigError("Overlay.lower", f"{len(self.lower)} layers need {len(options)} bytes "
+        size = len(os.fsencode(options))
+        if size > MAX_OPTIONS:
+            raise ConfigError("Overlay.lower", f"{len(self.lower)} layers need {size} bytes "
                               f"of mount options; the kernel takes at most {MAX_OPTIONS} "
                               "(shorter layer paths fit more layers)")
         return options
@@ -123,10 +126,13 @@ class Overlay:
         it, and overlayfs (which takes a private clone of each layer)
         refuses a layer with mounts beneath it: they would uncover what
         those mounts hide.  "/" is such a layer on every host."""
-        for index, lower in enumerate(self.lower):
-            beneath = mounts_beneath(lower)
+        layers = [(f"Overlay.lower[{i}]", lower) for i, lower in enumerate(self.lower)]
+        if self.upper is not None:
+            layers += [("Overlay.upper", self.upper), ("Overlay.work", self.work)]
+        for field, path in layers:
+            beneath = mounts_beneath(path)
             if beneath:
-                raise ConfigError(f"Overlay.lower[{index}]", f"{lower} has mounts beneath it "
+                raise ConfigError(field, f"{path} has mounts beneath it "
                                   f"({', '.join(beneath[:3])}{', ...' if len(beneath) > 3 else ''}); "
                                   "in a user namespace the kernel refuses it as a layer: use a "
                                   "directory without mounts beneath, or (as root) namespaces without 'user'")
@@ -135,8 +141,9 @@ class Overlay:
         """Create a persistent upper and its work directory if missing."""
         if self.upper is None:
             return
-        os.makedirs(self.upper, mode=0o755, exist_ok=True)
-        os.makedirs(self.work, mode=0o700, exist_ok=True)
+        for path, mode in ((self.upper, 0o755), (self.work, 0o700)):
+            if not os.path.isdir(path):
+                os.mkdir(path, mode)   # its parent was checked when the Overlay was made
         _check_same_filesystem(self.upper, self.work)
 
     def diff(self, out: str | os.PathLike | None = None) -> bytes | None:
@@ -144,7 +151,6 @@ class Overlay:
         (uncompressed; overlay whiteouts become ``.wh.`` entries).
 
         Written to the file `out` if given, else returned as bytes."""
-        from . import layer_write
         if self.upper is None:
             raise ConfigError("Overlay.upper", "an ephemeral upper is gone with its container; "
                               "give upper= to keep the changes")
@@ -152,7 +158,6 @@ class Overlay:
             with open(out, "wb") as f:
                 layer_write.write_layer(self.upper, f)
             return None
-        import io
         buf = io.BytesIO()
         layer_write.write_layer(self.upper, buf)
         return buf.getvalue()
@@ -160,7 +165,8 @@ class Overlay:
 
 def _check_upper(upper: str, work: str, lowers: Sequence[str]) -> None:
     """What can be checked before the directories exist."""
-    if upper == work or _inside(work, upper) or _inside(upper, work):
+    real_upper, real_work = os.path.realpath(upper), os.path.realpath(work)
+    if within(real_work, real_upper) or within(real_upper, real_work):
         raise ConfigError("Overlay.work", f"{work} and the upper {upper} must be separate directories")
     for field, path in (("Overlay.upper", upper), ("Overlay.work", work)):
         if os.path.lexists(path) and not os.path.isdir(path):
@@ -174,27 +180,32 @@ def _check_upper(upper: str, work: str, lowers: Sequence[str]) -> None:
         extra = sorted(set(os.listdir(work)) - _WORK_LEFTOVERS)
         if extra:
             raise ConfigError("Overlay.work", f"{work} is not empty (holds {', '.join(extra[:3])})")
-    for lower in lowers:
-        if upper == lower:
-            raise ConfigError("Overlay.upper", f"{upper} is also a lower layer")
+    # An upper beneath a lower is allowed (the host's / as the lower, the
+    # upper somewhere in it); a lower within the upper or work is not.
+    for index, lower in enumerate(lowers):
+        real = os.path.realpath(lower)
+        for field, path in (("Overlay.upper", real_upper), ("Overlay.work", real_work)):
+            if within(real, path):
+                raise ConfigError(field, f"{path} holds the lower layer {lower} (lower[{index}])")
 
 
 def _check_nesting(lowers: Sequence[str]) -> None:
     """overlayfs refuses (ELOOP) a layer inside another on one filesystem."""
-    for i, outer in enumerate(lowers):
-        for j, inner in enumerate(lowers):
-            if i != j and (outer == inner or _inside(inner, outer)) and \
-                    os.stat(outer).st_dev == os.stat(inner).st_dev:
-                raise ConfigError(f"Overlay.lower[{j}]", f"{inner} lies inside the layer {outer} "
+    real = [os.path.realpath(lower) for lower in lowers]
+    for i, outer in enumerate(real):
+        for j, inner in enumerate(real):
+            if i != j and within(inner, outer) and os.stat(outer).st_dev == os.stat(inner).st_dev:
+                raise ConfigError(f"Overlay.lower[{j}]", f"{lowers[j]} lies inside the layer {lowers[i]} "
                                   "on the same filesystem; overlayfs refuses overlapping layers")
 
 
 def mounts_beneath(path: str) -> list[str]:
-    """Mount points strictly beneath `path` in this mount namespace."""
+    """Mount points strictly beneath `path` (a symlink resolved) in this
+    mount namespace."""
+    path = os.path.realpath(path)
     with open("/proc/self/mountinfo", "rb") as f:
         points = [_unescape(line.split()[4]) for line in f]
-    prefix = path.rstrip("/") + "/"
-    return [p for p in points if p.startswith(prefix)]
+    return [p for p in points if p != path and within(p, path)]
 
 
 def _unescape(field: bytes) -> str:
@@ -205,7 +216,3 @@ def _unescape(field: bytes) -> str:
 def _check_same_filesystem(upper: str, work: str) -> None:
     if os.stat(upper).st_dev != os.stat(work).st_dev:
         raise ConfigError("Overlay.work", f"{work} is not on the same filesystem as the upper {upper}")
-
-
-def _inside(path: str, parent: str) -> bool:
-    return path.startswith(parent.rstrip("/") + "/")

@@ -106,7 +106,7 @@ def test_ephemeral_upper_size_limit(base: Path):
 
 def test_persistent_upper_keeps_changes(base: Path, host_dir: Path):
     ov = isolate.Overlay(lower=[base], upper=host_dir / "upper")
-    assert ov.work == str(host_dir / "work")
+    assert ov.work == str(host_dir / "upper.work")
     sh("echo kept > /etc/motd; rm /etc/only-base; mkdir /data; echo d > /data/f", ov)
     r = sh("cat /etc/motd /data/f; ls /etc", ov)   # a second container sees the first's changes
     assert r.stdout == b"kept\nd\nmotd\n"
@@ -160,9 +160,11 @@ def test_lower_can_be_the_host_root_without_a_user_namespace(host_dir: Path):
     assert Path("/etc/motd").read_bytes() != b"hi\n"
 
 
-def test_host_root_lower_in_a_user_namespace_is_refused_up_front():
+def test_host_root_lower_in_a_user_namespace_is_refused_up_front(base: Path):
     with pytest.raises(isolate.ConfigError, match=r"Overlay.lower\[0\]: / has mounts beneath it"):
         isolate.run(["true"], rootfs=isolate.Overlay(lower=["/"]))
+    with pytest.raises(isolate.ConfigError, match=r"^Overlay.upper: /sys has mounts beneath it"):
+        isolate.run(["true"], rootfs=isolate.Overlay(lower=[base], upper="/sys"))
 
 
 def test_a_failure_after_the_overlay_is_mounted_leaves_nothing(base: Path, host_dir: Path):
@@ -191,12 +193,17 @@ def test_a_failure_after_the_overlay_is_mounted_leaves_nothing(base: Path, host_
     (lambda d: {"lower": [d / "inner"], "size": "lots"}, "Overlay.size", ""),
     (lambda d: {"lower": [d / "inner"], "upper": d / "up", "size": "1M"}, "Overlay.size", "ephemeral"),
     (lambda d: {"lower": [d / "inner"] * 501}, "Overlay.lower", "at most 500"),
+    (lambda d: {"lower": [d / "inner", d / "link-to-inner"]}, r"Overlay.lower\[1\]", "overlapping"),
+    (lambda d: {"lower": [d / "up" / "x"], "upper": d / "up"}, "Overlay.upper", "holds the lower layer"),
+    (lambda d: {"lower": [d / "inner"], "upper": d / "link-to-inner"}, "Overlay.upper", "holds the lower"),
 ])
 def test_bad_overlays_raise_naming_the_field(host_dir: Path, make, field, message):
     (host_dir / "file").write_text("")
     (host_dir / "inner").mkdir()
     (host_dir / "a:b").mkdir()
     (host_dir / "up").mkdir()
+    (host_dir / "up" / "x").mkdir()
+    (host_dir / "link-to-inner").symlink_to("inner")
     (host_dir / "full").mkdir()
     (host_dir / "full" / "junk").write_text("")
     with pytest.raises(isolate.ConfigError, match=f"^{field}: .*{message}"):
@@ -204,10 +211,12 @@ def test_bad_overlays_raise_naming_the_field(host_dir: Path, make, field, messag
     assert not (host_dir / "no").exists()
 
 
-def test_too_many_layers_for_the_mount_options(host_dir: Path):
+@pytest.mark.parametrize("stem", ["layer-with-a-rather-long-name", "\u00e9" * 12])
+def test_too_many_layers_for_the_mount_options(host_dir: Path, stem: str):
+    """Counted in bytes: 12 accented letters are 24 bytes of options."""
     lowers = []
     for i in range(80):
-        path = host_dir / f"layer-with-a-rather-long-name-{i:04d}"
+        path = host_dir / f"{stem}-{i:04d}"
         path.mkdir()
         lowers.append(path)
     with pytest.raises(isolate.ConfigError, match=r"^Overlay.lower: 80 layers need \d+ bytes"):
