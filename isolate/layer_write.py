@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
+from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 from .errors import LayerError
@@ -20,16 +21,27 @@ _SPECIAL_TYPES = {stat.S_IFCHR: tarfile.CHRTYPE, stat.S_IFBLK: tarfile.BLKTYPE,
                   stat.S_IFIFO: tarfile.FIFOTYPE}
 
 
-def write_layer(upper: str, out: BinaryIO) -> None:
+#: (inside, outside, count) ranges, as in /proc/PID/uid_map.
+IdMap = Sequence[tuple[int, int, int]]
+
+#: What an id no range maps shows as inside a user namespace.
+OVERFLOW_ID = 65534
+
+
+def write_layer(upper: str, out: BinaryIO, *, uid_map: IdMap | None = None,
+                gid_map: IdMap | None = None) -> None:
     """Write the overlayfs upper directory `upper` to `out` as an
     uncompressed PAX layer tar; the same tree always gives the same bytes.
 
+    Owners are written as the container saw them when its id maps are
+    given (a rootless container's root owns files as the caller's uid on
+    the host, and as 0 in the layer); ids no range maps become 65534.
     Raise LayerError if the upper holds what a layer cannot represent."""
     fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
                           encoding="utf-8") as tar:
-            _LayerWriter(tar).directory(fd, "")
+            _LayerWriter(tar, _mapper(uid_map), _mapper(gid_map)).directory(fd, "")
     finally:
         os.close(fd)
 
@@ -37,9 +49,16 @@ def write_layer(upper: str, out: BinaryIO) -> None:
 class _LayerWriter:
     """Walks an upper directory, entries sorted, parents before children."""
 
-    def __init__(self, tar: tarfile.TarFile) -> None:
+    def __init__(self, tar: tarfile.TarFile, uid: Callable[[int], int],
+                 gid: Callable[[int], int]) -> None:
         self.tar = tar
+        self.uid, self.gid = uid, gid
         self.first_names: dict[tuple[int, int], str] = {}  # inode -> first name
+
+    def add(self, info: tarfile.TarInfo, data: BinaryIO | None = None) -> None:
+        """Append an entry, its owner as seen inside the container."""
+        info.uid, info.gid = self.uid(info.uid), self.gid(info.gid)
+        self.tar.addfile(info, data)
 
     def directory(self, dir_fd: int, prefix: str) -> None:
         for base in sorted(os.listdir(dir_fd)):
@@ -63,11 +82,11 @@ class _LayerWriter:
         elif kind == stat.S_IFLNK:
             info = _tar_info(path, st, tarfile.SYMTYPE)
             info.linkname = os.readlink(base, dir_fd=dir_fd)
-            self.tar.addfile(info)
+            self.add(info)
         else:
             info = _tar_info(path, st, _SPECIAL_TYPES[kind])
             info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            self.tar.addfile(info)
+            self.add(info)
 
     def whiteout(self, prefix: str, base: str, st: os.stat_result) -> None:
         """An overlay whiteout: in a layer, an empty file ".wh.NAME"."""
@@ -75,7 +94,7 @@ class _LayerWriter:
         if marker == OPAQUE_MARKER:
             raise LayerError(f"upper {prefix + base!r} is a whiteout a layer cannot represent "
                              f"({OPAQUE_MARKER} makes a directory opaque)")
-        self.tar.addfile(_marker(prefix + marker, st))
+        self.add(_marker(prefix + marker, st))
 
     def subdirectory(self, dir_fd: int, base: str, path: str, st: os.stat_result) -> None:
         if path.count("/") + 1 >= MAX_DEPTH:
@@ -87,9 +106,9 @@ class _LayerWriter:
             xattrs = _read_xattrs(fd, path)
             info = _tar_info(path, st, tarfile.DIRTYPE)
             info.pax_headers = _pax_xattrs(xattrs)
-            self.tar.addfile(info)
+            self.add(info)
             if any(xattrs.get(prefix + "opaque") == b"y" for prefix in OVERLAY_XATTR_PREFIXES):
-                self.tar.addfile(_marker(f"{path}/{OPAQUE_MARKER}", st))
+                self.add(_marker(f"{path}/{OPAQUE_MARKER}", st))
             self.directory(fd, path + "/")
         finally:
             os.close(fd)
@@ -99,7 +118,7 @@ class _LayerWriter:
         if st.st_nlink > 1 and inode in self.first_names:
             info = _tar_info(path, st, tarfile.LNKTYPE)
             info.linkname = self.first_names[inode]
-            self.tar.addfile(info)
+            self.add(info)
             return
         if st.st_nlink > 1:
             self.first_names[inode] = path
@@ -109,7 +128,19 @@ class _LayerWriter:
             info = _tar_info(path, st, tarfile.REGTYPE)
             info.size = st.st_size
             info.pax_headers = _pax_xattrs(_read_xattrs(fd, path))
-            self.tar.addfile(info, f)
+            self.add(info, f)
+
+
+def _mapper(ranges: IdMap | None) -> Callable[[int], int]:
+    """Host id -> container id through `ranges` (None: unchanged)."""
+    if ranges is None:
+        return lambda host: host
+    def inside(host: int) -> int:
+        for first, outside, count in ranges:
+            if outside <= host < outside + count:
+                return first + host - outside
+        return OVERFLOW_ID
+    return inside
 
 
 def _tar_info(path: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:

@@ -146,20 +146,29 @@ class Overlay:
                 os.mkdir(path, mode)   # its parent was checked when the Overlay was made
         _check_same_filesystem(self.upper, self.work)
 
-    def diff(self, out: str | os.PathLike | None = None) -> bytes | None:
+    def diff(self, out: str | os.PathLike | None = None, *,
+             uid_map: layer_write.IdMap | None = None,
+             gid_map: layer_write.IdMap | None = None) -> bytes | None:
         """The changes in the persistent upper layer, as an OCI layer tar
         (uncompressed; overlay whiteouts become ``.wh.`` entries).
 
-        Written to the file `out` if given, else returned as bytes."""
+        Written to the file `out` if given, else returned as bytes. Owners
+        are written as the container saw them: through `uid_map`/`gid_map`
+        (the container's id maps), by default those isolate gives a
+        rootless caller's container (its own ids are root inside); for
+        root, ids as they are."""
         if self.upper is None:
             raise ConfigError("Overlay.upper", "an ephemeral upper is gone with its container; "
                               "give upper= to keep the changes")
+        if os.geteuid() != 0:
+            uid_map = uid_map if uid_map is not None else [(0, os.geteuid(), 1)]
+            gid_map = gid_map if gid_map is not None else [(0, os.getegid(), 1)]
         if out is not None:
             with open(out, "wb") as f:
-                layer_write.write_layer(self.upper, f)
+                layer_write.write_layer(self.upper, f, uid_map=uid_map, gid_map=gid_map)
             return None
         buf = io.BytesIO()
-        layer_write.write_layer(self.upper, buf)
+        layer_write.write_layer(self.upper, buf, uid_map=uid_map, gid_map=gid_map)
         return buf.getvalue()
 
 

@@ -861,3 +861,19 @@ def test_write_layer_refuses_an_upper_deeper_than_a_layer_may_be(tmp_path: Path)
     dest.mkdir()
     layer_apply.extract(io.BytesIO(out.getvalue()), str(dest))
     assert (dest / "/".join(["d"] * (layer_format.MAX_DEPTH - 2))).is_dir()
+
+
+def test_write_layer_maps_owners_back_into_the_container(tmp_path: Path):
+    """Host ids -> the ids the container saw, through its maps; unmapped ids
+    become the overflow id 65534, as inside a user namespace."""
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    for name, owner in (("mine", 1000), ("other", 1005), ("stranger", 7)):
+        (upper / name).write_text(name)
+        os.chown(upper / name, owner, owner)
+    out = io.BytesIO()
+    layer_write.write_layer(str(upper), out, uid_map=[(0, 1000, 1), (1, 100000, 65536)],
+                            gid_map=[(0, 1000, 10)])
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        owners = {m.name: (m.uid, m.gid) for m in tar.getmembers()}
+    assert owners == {"mine": (0, 0), "other": (65534, 5), "stranger": (65534, 65534)}

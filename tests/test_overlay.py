@@ -6,8 +6,10 @@ the layers are directories under /var/tmp that the tests fill themselves.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -243,11 +245,14 @@ def test_rootless_overlay(base: Path, host_dir: Path, rootless: tuple[int, int])
             r = isolate.run(["/bin/sh", "-c", "cat /etc/motd; echo w > /etc/motd; rm /etc/only-base; "
                              "cat /etc/motd; id -u"], rootfs=ov, capture_output=True, timeout=RUN_TIMEOUT)
             out.append((r.returncode, r.stdout.decode(), r.stderr.decode()))
-        return out
+        owners = {(m.name, m.uid, m.gid) for m in _members(ov.diff())}
+        return out, owners
 
-    results = unwrap(run_in_fork(body, setup=drop_to(uid, gid), timeout=60))
+    results, owners = unwrap(run_in_fork(body, setup=drop_to(uid, gid), timeout=60))
     for code, out, err in results:
         assert (code, out) == (0, "top\nw\n0\n"), err
+    # In the layer, files are owned as the container saw them: by root.
+    assert owners == {("etc", 0, 0), ("etc/motd", 0, 0), ("etc/.wh.only-base", 0, 0)}
     assert (upper_parent / "upper" / "etc" / "motd").read_text() == "w\n"
     assert (upper_parent / "upper" / "etc" / "motd").stat().st_uid == uid
     assert (base / "etc" / "only-base").exists() and (top / "etc" / "motd").read_text() == "top\n"
@@ -272,8 +277,10 @@ def test_a_refused_overlay_mount_names_the_step_and_leaves_nothing(base: Path, r
     assert_no_leaks(before, snapshot())
 
 
-def _tar_names(data: bytes) -> set[str]:
-    import io
-    import tarfile
+def _members(data: bytes) -> list[tarfile.TarInfo]:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return set(tar.getnames())
+        return tar.getmembers()
+
+
+def _tar_names(data: bytes) -> set[str]:
+    return {member.name for member in _members(data)}
