@@ -272,11 +272,16 @@ class _Applier:
 
     def create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int,
                subdirs: dict[str, _Dir], base: str) -> None:
+        # A directory made where this layer whited the name out replaces the
+        # lower layers' directory: nothing of theirs may show through it.
+        replaces_whiteout = member.isdir() and _is_whiteout(parent, base)
         kept_dir = self.clear(parent, subdirs, base, keep_dir=member.isdir())
         if member.isreg():
             self.write_file(tar, member, parent, base)
         elif member.isdir():
             self.make_dir(member, parent, subdirs, base, kept_dir)
+            if replaces_whiteout:
+                _set_opaque(parent, base)
         elif member.islnk():
             self.hardlink(member, parent, base)
         else:
@@ -371,23 +376,21 @@ class _Applier:
     def whiteout(self, dir_parts: list[str], target: str) -> None:
         if target in ("", ".", ".."):
             raise self.error("malformed whiteout")
-        parent, subdirs = self.walk(dir_parts, create=True)
+        parent, _ = self.walk(dir_parts, create=True)
         try:
-            self.clear(parent, subdirs, target)
-            os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
+            # A whiteout hides what the layers below hold (OCI: never an entry
+            # of its own layer, which stays); dest holds only this layer.
+            if not _exists(parent, target):
+                os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
         finally:
             os.close(parent)
 
     def make_opaque(self, dir_parts: list[str]) -> None:
         path_fd, _ = self.walk(dir_parts, create=True)
         try:
-            fd = os.open(".", _DIR_FLAGS, dir_fd=path_fd)  # xattrs need a real open
+            _set_opaque(path_fd, ".")
         finally:
             os.close(path_fd)
-        try:
-            os.setxattr(fd, OPAQUE_XATTR, b"y")
-        finally:
-            os.close(fd)
         self.root_opaque = self.root_opaque or not dir_parts
 
     def finish_dirs(self) -> None:
@@ -409,6 +412,31 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
     if text is not None:
         return int(Decimal(text) * _NS)
     return int(member.mtime) * _NS
+
+
+def _exists(parent: int, base: str) -> bool:
+    try:
+        os.stat(base, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _is_whiteout(parent: int, base: str) -> bool:
+    try:
+        st = os.stat(base, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _set_opaque(parent: int, base: str) -> None:
+    """Mark the directory `base` opaque (xattrs need a real open, not O_PATH)."""
+    fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
+    try:
+        os.setxattr(fd, OPAQUE_XATTR, b"y")
+    finally:
+        os.close(fd)
 
 
 def _remove(parent: int, base: str) -> None:

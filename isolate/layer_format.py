@@ -10,6 +10,9 @@ below hold:
 - ``DIR/.wh..wh..opq`` makes ``DIR`` opaque: nothing of the lower layers'
   ``DIR`` shows through, only what this layer puts there.
 
+Both act on the layers below only: an entry of the same layer stays.  A
+directory a layer makes where it also whited the name out is opaque.
+
 isolate keeps each applied layer as a directory that becomes an overlayfs
 lower layer, so whiteouts are stored the way overlayfs itself writes them
 (isolate always mounts overlays with ``userxattr``, hence ``user.*``):

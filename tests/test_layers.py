@@ -298,19 +298,24 @@ def test_stream_read_sequentially_to_its_end(dest: Path):
 # --- extract: whiteouts and overlay metadata ------------------------------------
 
 def test_whiteouts_become_overlay_whiteouts(dest: Path):
-    """.wh.NAME -> char device 0/0 at NAME (what was there removed);
-    .wh..wh..opq -> user.overlay.opaque = y on its directory."""
+    """.wh.NAME -> char device 0/0 at NAME; .wh..wh..opq -> user.overlay.opaque
+    = y on its directory.  Whiteouts hide the layers below only: an entry of
+    the same layer stays (OCI image-spec), and a directory made over this
+    layer's whiteout is opaque (the lower one must not show through)."""
     data = make_tar(
-        directory("a"), file("a/old", b"old"), directory("a/tree"), file("a/tree/f"),
-        file("a/.wh.old"), file("a/.wh.tree"), file(".wh.never-existed"),
+        directory("a"), file("a/kept", b"kept"), directory("a/tree"), file("a/tree/f"),
+        file("a/.wh.kept"), file("a/.wh.tree"), file("a/.wh.gone"), file(".wh.never-existed"),
         directory("e", mode=0o750), file("e/.wh..wh..opq"),
         file("missing/.wh..wh..opq"),
+        file(".wh.redone"), directory("redone"), file("redone/new"),
     )
     apply(data, dest)
 
-    assert sorted(listing(dest)) == ["a", "a/old", "a/tree", "e", "missing", "never-existed"]
-    assert all(is_whiteout(dest / p) for p in ("a/old", "a/tree", "never-existed"))
-    for opaque in ("e", "missing"):
+    assert sorted(listing(dest)) == ["a", "a/gone", "a/kept", "a/tree", "a/tree/f", "e", "missing",
+                                     "never-existed", "redone", "redone/new"]
+    assert all(is_whiteout(dest / p) for p in ("a/gone", "never-existed"))
+    assert (dest / "a" / "kept").read_bytes() == b"kept" and (dest / "a" / "tree" / "f").is_file()
+    for opaque in ("e", "missing", "redone"):
         assert os.listxattr(dest / opaque) == ["user.overlay.opaque"]
         assert os.getxattr(dest / opaque, "user.overlay.opaque") == b"y"
     assert os.listxattr(dest / "a") == []
@@ -453,11 +458,12 @@ def test_directory_modes_follow_replacements(dest: Path):
         directory("o", mode=0o750), directory("o/sub", mode=0o711), file(".wh.o"),
     )
     apply(data, dest)
-    assert sorted(listing(dest)) == ["f", "k", "k/sub", "o", "w", "w/sub", "w/sub/new"]
-    modes = {p: stat.S_IMODE(os.lstat(dest / p).st_mode) for p in ("w", "w/sub", "f", "k", "k/sub")}
-    assert modes == {"w": 0o751, "w/sub": 0o755, "f": 0o644, "k": 0o751, "k/sub": 0o711}
+    assert sorted(listing(dest)) == ["f", "k", "k/sub", "o", "o/sub", "w", "w/sub", "w/sub/new"]
+    modes = {p: stat.S_IMODE(os.lstat(dest / p).st_mode)
+             for p in ("w", "w/sub", "f", "k", "k/sub", "o", "o/sub")}
+    assert modes == {"w": 0o751, "w/sub": 0o755, "f": 0o644, "k": 0o751, "k/sub": 0o711,
+                     "o": 0o750, "o/sub": 0o711}   # a whiteout spares its own layer's entries
     assert os.lstat(dest / "w/sub").st_mtime_ns != (MTIME + 1) * 10**9
-    assert is_whiteout(dest / "o")
 
 
 # --- extract: costs and limits ---------------------------------------------------
