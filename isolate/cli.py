@@ -1,4 +1,5 @@
-"""The ``isolate`` command line: ``isolate run [options] -- CMD [ARG...]``.
+"""The ``isolate`` command line: ``isolate run [options] -- CMD [ARG...]``,
+named containers (exec, ps, kill, rm) and images (import, images, rmi).
 
 Exit status, as docker and podman do it:
 
