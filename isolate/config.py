@@ -73,7 +73,6 @@ def _env(value: Mapping[str, str] | None) -> dict[str, str]:
             raise ConfigError("env", f"invalid variable name {key!r}")
         if not isinstance(val, str) or "\0" in val:
             raise ConfigError("env", f"value of {key} must be text without NUL, got {val!r}")
-    env.setdefault("PATH", DEFAULT_PATH)
     return env
 
 
@@ -200,6 +199,8 @@ class Config:
         for name, default in (("cwd", "/"), ("user", 0), ("group", 0)):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
+        # After the image's Env is merged in: its PATH beats the default.
+        self.env.setdefault("PATH", DEFAULT_PATH)
         if self.rootfs_readonly is None:
             # A directory root is read-only unless asked; an overlay exists to be written.
             object.__setattr__(self, "rootfs_readonly", not isinstance(self.rootfs, Overlay))

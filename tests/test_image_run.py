@@ -179,3 +179,15 @@ def _entries(layer_tar: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
     with tarfile.open(fileobj=io.BytesIO(layer_tar)) as tar:
         return [(member, tar.extractfile(member).read() if member.isfile() else b"")
                 for member in tar.getmembers()]
+
+
+def test_the_image_path_is_kept(store: isolate.ImageStore, host_dir: Path):
+    """The image's PATH beats isolate's default; an env given still wins."""
+    layers = app_layers() + [[directory("opt/app/bin"), symlink("opt/app/bin/hello", "/bin/busybox")]]
+    config = busybox_config(Env=["PATH=/opt/app/bin:/bin"])
+    build_docker_archive(host_dir / "path.tar", layers, config, ["path:1"])
+    image = store.import_archive(host_dir / "path.tar")
+    r = run(["sh", "-c", 'echo "$PATH"; command -v hello'], rootfs=image)
+    assert r.stdout == b"/opt/app/bin:/bin\n/opt/app/bin/hello\n", r.stderr
+    r = run(["sh", "-c", 'echo "$PATH"'], rootfs=image, env={"PATH": "/bin"})
+    assert r.stdout == b"/bin\n"
