@@ -13,12 +13,13 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from . import cgroups
+from . import cgroups, layer_use
 from ._compile import prepare, uses_init
 from ._spawn import spawn
 from ._stdio import PIPE, open_stdio
 from .cgroup_stats import Stats
 from .config import Config, make_config
+from .overlay import Overlay
 from .errors import (CalledProcessError, CgroupError, ConfigError, IsolateError, NamespaceError,
                      TimeoutExpired)
 from .limits import CgroupLimit
@@ -66,6 +67,7 @@ class Container:
         self.process: Process | None = None
         self._execs: list[Process] = []
         self.cgroup = None                  # CgroupV1/CgroupV2 with limits=
+        self._layer_locks: list[int] = []   # shared flocks on an Overlay's lower layers
         self._final: tuple[bool, Stats] | None = None   # (oom_killed, stats) once removed
 
     def __enter__(self) -> Container:
@@ -96,11 +98,14 @@ class Container:
         stdio = open_stdio(*self._stdio_choice)
         try:
             plan = prepare(self.config, self.argv, stdio.child)   # raises before anything exists
+            if isinstance(self.config.rootfs, Overlay):
+                self._layer_locks = layer_use.hold(self.config.rootfs.lower)
             self.cgroup = self._make_cgroup()
             spawned = self._spawn(plan)
         except BaseException:
             stdio.close_all()
             self._remove_cgroup()
+            layer_use.release(self._layer_locks)
             raise
         stdio.close_child_ends()
         self.process = Process(self.args, spawned, stdio.parent, uses_init(self.config))
@@ -212,6 +217,7 @@ class Container:
             process.wait()
         self._execs.clear()
         self._remove_cgroup()
+        layer_use.release(self._layer_locks)
         self.process.close()
 
     def _running(self) -> Process:

@@ -284,3 +284,25 @@ def _members(data: bytes) -> list[tarfile.TarInfo]:
 
 def _tar_names(data: bytes) -> set[str]:
     return {member.name for member in _members(data)}
+
+
+def test_a_running_container_holds_its_lower_layers(base: Path, host_dir: Path):
+    """Shared flocks on every lower while it runs (what the image store's
+    garbage collection respects); released when it ends, also on failure."""
+    from isolate import layer_use
+
+    top = layer(host_dir, "top", {"etc/motd": "top\n"})
+    with isolate.Container(["/bin/cat"], rootfs=isolate.Overlay(lower=[base, top]),
+                           stdin=isolate.PIPE) as c:
+        assert layer_use.lock_unused(str(base)) is None and layer_use.lock_unused(str(top)) is None
+        c.process.stdin.close()
+        assert c.wait(timeout=RUN_TIMEOUT) == 0
+    for path in (base, top):
+        fd = layer_use.lock_unused(str(path))
+        assert fd is not None
+        os.close(fd)
+    with pytest.raises(isolate.ExecutableNotFound):
+        isolate.run(["/no/such"], rootfs=isolate.Overlay(lower=[base]))
+    fd = layer_use.lock_unused(str(base))
+    assert fd is not None
+    os.close(fd)
