@@ -28,9 +28,9 @@ Concurrency: any number of processes may import and remove at once.
   atomic and fails when another importer got there first (ours is then
   thrown away), so a layers/ entry is always complete.
 - Garbage collection (after a remove or a failed import) holds the lock and
-  deletes a layer only when no record references it and no import in
-  progress needs it; it renames the layer into tmp/ and deletes it after
-  releasing the lock.
+  deletes a layer only when no record references it, no import in
+  progress needs it and no container uses it (below); it renames the layer
+  into tmp/ and deletes it after releasing the lock.
 - An import in progress is a lease: before looking at layers/, the importer
   creates tmp/import-XXXX/ with its "needs" file and takes an flock on the
   directory, all with the lock held.  So from then on no collection deletes
@@ -39,36 +39,44 @@ Concurrency: any number of processes may import and remove at once.
   that are present.  (Checking under the lock and retrying instead would
   let a steady stream of removes starve an import.)
 - A tmp/ entry whose flock a collection can take was left by a process
-  that died: the collection deletes it, and its lease with it.
+  that died: the collection moves it into its trash, deleted unlocked
+  too, and its lease goes with it.
+
+Layers in use: removing an image must not delete the layers of its
+running containers.  The protocol, between a container and a collection:
+- A container whose Overlay stacks store layers holds, for its whole life,
+  each lower directory open (``os.open(layer, O_RDONLY | O_DIRECTORY |
+  O_CLOEXEC)``) with a shared flock on it (``fcntl.flock(fd, LOCK_SH)``).
+- Before a collection moves a layer out of layers/, it opens the layer
+  directory the same way and tries ``flock(LOCK_EX | LOCK_NB)``.  When
+  that fails (EWOULDBLOCK) the layer stays where it is, referenced by no
+  record: a later collection (`ImageStore.remove`, `ImageStore.gc`)
+  deletes it once no container holds it.
+- A collection may move a layer between a container's open() and its
+  flock(): after locking, the container checks that the layer path still
+  names the directory it holds (same st_dev and st_ino); if not, the
+  image was removed meanwhile and the container cannot start.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
-import json
 import os
 import re
-import stat
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
 
 from .errors import ImageError
-from .image_archive import ArchiveImage, LayerBlob, read_archive, remove_tree
-from .overlay import Overlay
+from .image_archive import ArchiveImage, LayerBlob, check_platform, read_archive
+from .image_leases import WorkDir, collect_layer, locked, scan
+from .image_records import Record, Records
+from .image_ref import canonical_name, is_reference, names_include
+from .image_user import resolve_user
+from .layer_apply import remove_tree
+from .overlay import MAX_LOWERS, Overlay
 
-#: /etc/passwd and /etc/group are read whole; refuse absurd ones.
-_MAX_ETC_FILE = 16 << 20
-
-#: The file in an import's tmp/ directory listing the layers it needs.
-_NEEDS = "needs"
-
-_ID = re.compile(r"sha256:[0-9a-f]{64}")
-_WHITEOUT_XATTR = "user.overlay.whiteout"
-_OPAQUE_XATTR = "user.overlay.opaque"
+__all__ = ["Image", "ImageStore", "canonical_name"]
 
 
 def _env(entries: Any) -> dict[str, str]:
@@ -140,112 +148,22 @@ class Image:
         Overlay for upper, work and size)."""
         if not self.layers:
             raise ImageError(f"image {self.id}: has no layers to make a root of")
-        return Overlay(lower=self.layers, upper=upper, work=work, size=size)
+        return Overlay(lower=_topmost(self.layers), upper=upper, work=work, size=size)
 
     def resolve_user(self) -> tuple[int, int] | None:
         """(uid, gid) for the image's User, names looked up in the image's
         /etc/passwd and /etc/group; None when User is empty.  A numeric
         user missing from /etc/passwd gets gid 0, as Docker does."""
-        if not self.user:
-            return None
-        user, has_group, group = self.user.partition(":")
-        passwd = self._table("passwd")
-        if user.isdigit():
-            uid = _id(user, self)
-            gid = next((int(row[3]) for row in passwd if row[2] == user), 0)
-        else:
-            row = next((row for row in passwd if row[0] == user), None)
-            if row is None:
-                raise ImageError(f"image {self.id}: user {user!r} is not in its /etc/passwd")
-            uid, gid = int(row[2]), int(row[3])
-        if has_group:
-            if group.isdigit():
-                gid = _id(group, self)
-            else:
-                row = next((row for row in self._table("group") if row[0] == group), None)
-                if row is None:
-                    raise ImageError(f"image {self.id}: group {group!r} is not in its /etc/group")
-                gid = int(row[2])
-        return uid, gid
-
-    def _table(self, name: str) -> list[list[str]]:
-        """The rows of /etc/passwd or /etc/group (their numeric fields
-        checked), as the image's merged layers show the file."""
-        path = _merged_file(self.layers, ("etc", name))
-        if path is None:
-            return []
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with open(fd, "rb") as f:
-                text = f.read(_MAX_ETC_FILE).decode("utf-8", "replace")
-        except OSError as exc:
-            raise ImageError(f"image {self.id}: cannot read {path}: {exc.strerror}") from exc
-        numeric = (2, 3) if name == "passwd" else (2,)
-        rows = []
-        for line in text.splitlines():
-            row = line.split(":")
-            if len(row) > max(numeric) and all(row[i].isdigit() for i in numeric):
-                rows.append(row)
-        return rows
+        return resolve_user(self.user, self.layers, self.id)
 
 
-def _id(text: str, image: Image) -> int:
-    value = int(text)
-    if value >= 2**32 - 1:
-        raise ImageError(f"image {image.id}: id {value} in User {image.user!r} is out of range")
-    return value
-
-
-def _merged_file(layers: Sequence[str], parts: tuple[str, ...]) -> str | None:
-    """Where the file `parts` is in the overlay of `layers` (bottom
-    first): in the topmost layer that has it, unless a layer above hides
-    it with a whiteout, an opaque directory or a non-directory on its way."""
-    for layer in reversed(layers):
-        path = layer
-        for depth, part in enumerate(parts):
-            path = os.path.join(path, part)
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                break                       # not in this layer: look below
-            last = depth == len(parts) - 1
-            if _is_whiteout(path, st) or (not last and not stat.S_ISDIR(st.st_mode)):
-                return None
-            if last:
-                return path if stat.S_ISREG(st.st_mode) else None
-            if _xattr(path, _OPAQUE_XATTR) == b"y":
-                # Nothing below shows through this directory; what it
-                # holds itself still counts.
-                child = os.path.join(path, *parts[depth + 1:])
-                return child if os.path.isfile(child) and not os.path.islink(child) else None
-    return None
-
-
-def _is_whiteout(path: str, st: os.stat_result) -> bool:
-    """An overlay whiteout: a 0/0 character device, or (kernel 6.7+) an
-    empty file carrying the whiteout xattr."""
-    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-        return True
-    return stat.S_ISREG(st.st_mode) and st.st_size == 0 and _xattr(path, _WHITEOUT_XATTR) is not None
-
-
-def _xattr(path: str, name: str) -> bytes | None:
-    try:
-        return os.getxattr(path, name, follow_symlinks=False)
-    except OSError:
-        return None
-
-
-def canonical_name(reference: str) -> str:
-    """`reference` in full, as Docker understands it: "busybox" is
-    "docker.io/library/busybox:latest"."""
-    name, at, digest = reference.partition("@")
-    if ":" not in name.rpartition("/")[2] and not at:
-        name += ":latest"
-    domain, slash, rest = name.partition("/")
-    if not slash or not ("." in domain or ":" in domain or domain == "localhost"):
-        name = "docker.io/" + (name if slash else "library/" + name)
-    return name + at + digest
+def _topmost(layers: Sequence[str]) -> list[str]:
+    """`layers` (bottom first) with only the topmost occurrence of each:
+    overlayfs refuses a layer twice, and the upper copy shows every entry
+    of the lower one, so the view is the same."""
+    kept = list(dict.fromkeys(reversed(layers)))
+    kept.reverse()
+    return kept
 
 
 class _Progress:
@@ -278,11 +196,11 @@ class ImageStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self._layers = os.path.join(self.root, "layers", "sha256")
-        self._images = os.path.join(self.root, "images")
         self._tmp = os.path.join(self.root, "tmp")
         self._lock = os.path.join(self.root, "lock")
+        self._records = Records(os.path.join(self.root, "images"), self._tmp)
         _private_dir(os.path.dirname(self._layers))
-        for path in (self._layers, self._images):
+        for path in (self._layers, self._records.directory):
             os.makedirs(path, mode=0o755, exist_ok=True)
         _private_dir(self._tmp)
 
@@ -303,14 +221,21 @@ class ImageStore:
             with increasing `done`, last with done == total.
 
         Importing an image that is already stored extracts nothing.  On any
-        failure (ImageError for a bad archive or digest, LayerError for a
-        layer that cannot be applied, OSError) the store is left as it was.
+        failure (ImageError for a bad archive or digest, or an image this
+        host cannot run, LayerError for a layer that cannot be applied,
+        OSError) the store is left as it was.
         """
-        return self._import(_choose(read_archive(path), name, os.fspath(path)), progress)
+        image = _choose(read_archive(path), name, os.fspath(path))
+        check_platform(image)
+        layers = len(set(image.diff_ids))
+        if layers > MAX_LOWERS:
+            raise ImageError(f"{image.source}: image {image.config_digest} has {layers} layers; "
+                             f"overlayfs stacks at most {MAX_LOWERS}")
+        return self._import(image, progress)
 
     def images(self) -> list[Image]:
         """Every stored image, by id."""
-        return [self._image(record) for record in self._records()]
+        return [self._image(record) for record in self._records.all()]
 
     def get(self, reference: str) -> Image:
         """The image with this name ("busybox", "busybox:latest"), id
@@ -320,10 +245,11 @@ class ImageStore:
         for image in images:
             if image.id == reference:
                 return image
-        wanted = canonical_name(reference) if reference else None
-        for image in images:
-            if any(canonical_name(name) == wanted for name in image.names):
-                return image
+        if is_reference(reference):
+            wanted = canonical_name(reference)
+            for image in images:
+                if names_include(image.names, wanted):
+                    return image
         prefix = reference.removeprefix("sha256:")
         found = [image for image in images if re.fullmatch(r"[0-9a-f]+", prefix)
                  and image.id.removeprefix("sha256:").startswith(prefix)]
@@ -336,41 +262,40 @@ class ImageStore:
 
     def remove(self, image: Image | str) -> None:
         """Remove an image (or the image a reference names, as get() finds
-        it), then every layer no remaining image uses."""
+        it), then every layer no remaining image uses (and no container:
+        see the module's docstring)."""
         if isinstance(image, str):
             image = self.get(image)
-        with self._locked():
-            try:
-                os.unlink(self._record_path(image.id))
-            except FileNotFoundError:
-                raise ImageError(f"{self.root}: no image {image.id}") from None
+        with locked(self._lock):
+            if not self._records.remove(image.id):
+                raise ImageError(f"{self.root}: no image {image.id}")
             trash = self._collect()
-        _drop(*trash)
+        trash.drop()
 
     def gc(self) -> None:
-        """Delete the layers no image uses and what processes that died
-        left in tmp/ (remove() and failed imports do this by themselves)."""
-        with self._locked():
+        """Delete the layers no image (and no container) uses and what
+        processes that died left in tmp/ (remove() and failed imports do
+        this by themselves)."""
+        with locked(self._lock):
             trash = self._collect()
-        _drop(*trash)
+        trash.drop()
 
     # --- importing ---------------------------------------------------------------
 
     def _import(self, image: ArchiveImage, progress: Callable[[int, int], None] | None) -> Image:
         meter = _Progress(progress, sum(blob.size for blob in image.layers))
-        with self._locked():
-            work, fd = self._holder("import-")
+        with locked(self._lock):
+            lease = WorkDir.create(self._tmp, "import-")
             try:
-                with open(os.path.join(work, _NEEDS), "w") as f:
-                    json.dump(list(image.diff_ids), f)
+                lease.write_needs(image.diff_ids)
             except BaseException:
-                _drop(work, fd)
+                lease.drop()
                 raise
         added: list[str] = []
         try:
             for blob in image.layers:
-                self._store_layer(blob, work, meter, added)
-            with self._locked():
+                self._store_layer(blob, lease.path, meter, added)
+            with locked(self._lock):
                 for diff_id in image.diff_ids:
                     if not os.path.isdir(self._layer_path(diff_id)):
                         # The lease forbids this: someone deleted it by hand.
@@ -378,10 +303,10 @@ class ImageStore:
                                          f"while {image.source} was being imported")
                 record = self._save(image)
         except BaseException:
-            self._discard(added, work)
+            self._discard(added, lease.path)
             raise
         finally:
-            _drop(work, fd)
+            lease.drop()
         meter.finish()
         return self._image(record)
 
@@ -409,21 +334,20 @@ class ImageStore:
             if os.path.lexists(dest):
                 remove_tree(dest)
 
-    def _save(self, image: ArchiveImage) -> dict[str, Any]:
+    def _save(self, image: ArchiveImage) -> Record:
         """Write the image's record (lock held), and take its names from
         any other image: a name is one image's, as a tag is."""
-        path = self._record_path(image.config_digest)
-        old = self._read_record(path)
+        old = self._records.get(image.config_digest)
         names = list(image.names) + [n for n in (old or {}).get("names", []) if n not in image.names]
         record = {"id": image.config_digest, "names": names,
                   "diff_ids": list(image.diff_ids), "config": image.config}
         if record != old:
-            self._write_record(record)
-        taken = {canonical_name(name) for name in names}
-        for other in self._records():
-            if other["id"] != record["id"] and any(canonical_name(n) in taken for n in other["names"]):
-                self._write_record(dict(other, names=[n for n in other["names"]
-                                                      if canonical_name(n) not in taken]))
+            self._records.write(record)
+        for other in self._records.all():
+            if other["id"] != record["id"]:
+                kept = [n for n in other["names"] if not _names_one_of(n, names)]
+                if kept != other["names"]:
+                    self._records.write(dict(other, names=kept))
         return record
 
     def _discard(self, diff_ids: list[str], own: str) -> None:
@@ -431,140 +355,41 @@ class ImageStore:
         it stored that no record and no other import in progress needs."""
         if not diff_ids:
             return
-        with self._locked():
-            used = self._used() | self._scan_tmp(exclude=own)
-            holder = self._holder("trash-")
-            for diff_id in diff_ids:
-                if diff_id not in used:
-                    _move_away(self._layer_path(diff_id), holder[0])
-        _drop(*holder)
+        with locked(self._lock):
+            trash = self._collect(diff_ids, own)
+        trash.drop()
 
     # --- garbage collection ---------------------------------------------------------
 
-    def _collect(self) -> tuple[str, int]:
-        """With the lock held: move the layers that no record references
-        and no import in progress needs into a new trash directory (and
-        delete what dead processes left in tmp/); returns the trash
-        directory as _holder() does, for the caller to _drop() unlocked."""
-        used = self._scan_tmp() | self._used()
-        holder = self._holder("trash-")
-        for entry in os.listdir(self._layers):
-            if "sha256:" + entry not in used:
-                _move_away(os.path.join(self._layers, entry), holder[0])
-        return holder
-
-    def _scan_tmp(self, exclude: str | None = None) -> set[str]:
-        """With the lock held: the diff_ids that imports in progress
-        (other than `exclude`) need; deletes the tmp/ entries of processes
-        that died."""
-        needed: set[str] = set()
-        for entry in os.scandir(self._tmp):
-            if entry.path == exclude:
-                continue
-            if not entry.is_dir(follow_symlinks=False):
-                # Records are written with the lock held, which we hold: a
-                # file here is what a writer that died left.
-                os.unlink(entry.path)
-                continue
-            # Owners delete their directories without the lock: one may
-            # vanish under us, or be locked until it is gone.
-            try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:     # its owner is alive
-                os.close(fd)
-                needed.update(_needs(entry.path))
-                continue
-            _drop(entry.path, fd)
-        return needed
-
-    def _used(self) -> set[str]:
-        return {diff_id for record in self._records() for diff_id in record["diff_ids"]}
-
-    # --- records --------------------------------------------------------------------
-
-    def _records(self) -> list[dict[str, Any]]:
-        records = []
-        for entry in sorted(os.listdir(self._images)):
-            if entry.endswith(".json"):
-                record = self._read_record(os.path.join(self._images, entry))
-                if record is not None:      # removed meanwhile
-                    records.append(record)
-        return records
-
-    def _read_record(self, path: str) -> dict[str, Any] | None:
+    def _collect(self, diff_ids: Iterable[str] | None = None, own: str | None = None) -> WorkDir:
+        """With the lock held: move the layers `diff_ids` (default: every
+        stored one) that no record references, no import in progress but
+        `own` needs and no container holds into a new trash directory,
+        with what dead processes left in tmp/; returns the trash, for the
+        caller to drop() once unlocked."""
+        trash = WorkDir.create(self._tmp, "trash-")
         try:
-            with open(path, "rb") as f:
-                record = json.load(f)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ImageError(f"{path}: unreadable image record ({exc})") from exc
-        if not (isinstance(record, dict) and isinstance(record.get("id"), str)
-                and _ID.fullmatch(record["id"])
-                and os.path.basename(path) == record["id"].removeprefix("sha256:") + ".json"
-                and isinstance(record.get("names"), list)
-                and all(isinstance(n, str) for n in record["names"])
-                and isinstance(record.get("diff_ids"), list)
-                and all(isinstance(d, str) and _ID.fullmatch(d) for d in record["diff_ids"])
-                and isinstance(record.get("config"), dict)):
-            raise ImageError(f"{path}: malformed image record")
-        return record
-
-    def _write_record(self, record: dict[str, Any]) -> None:
-        """Replace a record atomically: readers see the old or the new."""
-        fd, tmp = tempfile.mkstemp(prefix="record-", suffix=".json", dir=self._tmp)
-        try:
-            with open(fd, "w") as f:
-                json.dump(record, f, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self._record_path(record["id"]))
+            used = scan(self._tmp, trash.path, exclude={trash.path, own}) | self._records.used_layers()
+            if diff_ids is None:
+                diff_ids = ["sha256:" + entry for entry in os.listdir(self._layers)]
+            for diff_id in diff_ids:
+                if diff_id not in used:
+                    collect_layer(self._layer_path(diff_id), trash.path)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            trash.drop()
             raise
+        return trash
 
-    def _image(self, record: dict[str, Any]) -> Image:
+    # --- records ----------------------------------------------------------------------
+
+    def _image(self, record: Record) -> Image:
         return Image(id=record["id"], names=record["names"],
                      layers=[self._layer_path(d) for d in record["diff_ids"]],
                      config=record["config"].get("config") or {},
                      diff_ids=record["diff_ids"])
 
-    def _record_path(self, image_id: str) -> str:
-        return os.path.join(self._images, image_id.removeprefix("sha256:") + ".json")
-
     def _layer_path(self, diff_id: str) -> str:
         return os.path.join(self._layers, diff_id.removeprefix("sha256:"))
-
-    # --- locking and work directories ---------------------------------------------------
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """The store's exclusive lock (not reentrant)."""
-        fd = os.open(self._lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def _holder(self, prefix: str) -> tuple[str, int]:
-        """A new directory in tmp/, flocked through the returned fd (made
-        with the lock held, so no collection sees it unowned)."""
-        path = tempfile.mkdtemp(prefix=prefix, dir=self._tmp)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except BaseException:
-            os.rmdir(path)
-            raise
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return path, fd
-
 
 
 def _private_dir(path: str) -> None:
@@ -577,30 +402,9 @@ def _private_dir(path: str) -> None:
         os.chmod(path, 0o700)
 
 
-def _needs(holder: str) -> list[str]:
-    """The diff_ids a live import's lease lists (none for a trash dir)."""
-    try:
-        with open(os.path.join(holder, _NEEDS)) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return []
-
-
-def _move_away(path: str, holder: str) -> None:
-    """Move `path` into `holder` (to delete it later) unless it is gone."""
-    with contextlib.suppress(FileNotFoundError):
-        os.rename(path, os.path.join(holder, os.path.basename(path)))
-
-
-def _drop(path: str, fd: int) -> None:
-    """Delete a tmp/ directory (unless its owner just did), then release
-    its flock."""
-    try:
-        remove_tree(path)
-    except FileNotFoundError:
-        pass
-    finally:
-        os.close(fd)
+def _names_one_of(name: str, names: list[str]) -> bool:
+    """Whether `name` is one of `names` once both are written in full."""
+    return is_reference(name) and names_include(names, canonical_name(name))
 
 
 def _choose(images: list[ArchiveImage], name: str | None, path: str) -> ArchiveImage:
@@ -610,7 +414,7 @@ def _choose(images: list[ArchiveImage], name: str | None, path: str) -> ArchiveI
         return images[0]
     wanted = canonical_name(name)
     for image in images:
-        if any(canonical_name(n) == wanted for n in image.names):
+        if names_include(image.names, wanted):
             return image
     offered = [n for image in images for n in image.names]
     raise ImageError(f"{path}: no image named {name!r} (it holds {', '.join(offered) or 'unnamed images'})")

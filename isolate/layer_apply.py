@@ -439,6 +439,19 @@ def _set_opaque(parent: int, base: str) -> None:
         os.close(fd)
 
 
+def remove_tree(path: str) -> None:
+    """Remove `path`, a directory with all it holds (or anything else),
+    without following symlinks, however deep the tree, getting through
+    directories without write or search permission.  Raises
+    FileNotFoundError when `path` does not exist."""
+    parent, base = os.path.split(os.path.abspath(path))
+    parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _remove(parent_fd, base)
+    finally:
+        os.close(parent_fd)
+
+
 def _remove(parent: int, base: str) -> None:
     """Remove `base` in directory `parent`, a directory with all it holds,
     without following symlinks, however deep the tree."""

@@ -13,6 +13,8 @@ import fcntl
 import os
 from collections.abc import Iterable
 
+from .errors import ConfigError
+
 _FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -24,10 +26,22 @@ def hold(directories: Iterable[str]) -> list[int]:
             fd = os.open(path, _FLAGS)
             fds.append(fd)
             fcntl.flock(fd, fcntl.LOCK_SH)
+            _check_still_there(path, fd)
     except BaseException:
         release(fds)
         raise
     return fds
+
+
+def _check_still_there(path: str, fd: int) -> None:
+    """The store may have moved the layer away between our open and flock."""
+    held = os.fstat(fd)
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        now = None
+    if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+        raise ConfigError("rootfs", f"the layer {path} was removed as the container started")
 
 
 def release(fds: list[int]) -> None:
@@ -37,8 +51,9 @@ def release(fds: list[int]) -> None:
 
 
 def lock_unused(path: str) -> int | None:
-    """An fd holding `path` exclusively, or None while a container uses it."""
-    fd = os.open(path, _FLAGS)
+    """An fd holding the directory `path` (not followed if a symlink)
+    exclusively, or None while a container uses it."""
+    fd = os.open(path, _FLAGS | os.O_NOFOLLOW)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -215,10 +215,12 @@ def host_architecture() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
-def image_config(config: dict[str, Any] | None, diff_ids: list[str]) -> dict[str, Any]:
-    """A whole image config around its "config" section."""
+def image_config(config: dict[str, Any] | None, diff_ids: list[str],
+                 architecture: str | None = None) -> dict[str, Any]:
+    """A whole image config around its "config" section (for this host's
+    architecture unless told another)."""
     return {
-        "architecture": host_architecture(),
+        "architecture": architecture or host_architecture(),
         "os": "linux",
         "config": dict(config or {}),
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
@@ -228,7 +230,7 @@ def image_config(config: dict[str, Any] | None, diff_ids: list[str]) -> dict[str
 
 def _blobs(layers: Sequence[LayerSpec], config: dict[str, Any] | None, names: Sequence[str],
            compression: str, corrupt: str | None, corrupt_layer: int,
-           docker_types: bool = False) -> _Blobs:
+           docker_types: bool = False, architecture: str | None = None) -> _Blobs:
     if corrupt is not None and corrupt not in CORRUPTIONS:
         raise ValueError(f"corrupt must be one of {CORRUPTIONS}")
     specs = [spec if isinstance(spec, Layer) else Layer(spec) for spec in layers]
@@ -246,7 +248,7 @@ def _blobs(layers: Sequence[LayerSpec], config: dict[str, Any] | None, names: Se
         data = bytearray(stored[corrupt_layer])
         data[len(data) // 2] ^= 0xFF
         stored[corrupt_layer] = bytes(data)
-    config_bytes = json.dumps(image_config(config, diff_ids), sort_keys=True).encode()
+    config_bytes = json.dumps(image_config(config, diff_ids, architecture), sort_keys=True).encode()
     config_digest = sha256(config_bytes)
     if corrupt == "config_digest":
         config_digest = _wrong(config_digest)
@@ -326,7 +328,7 @@ def _write_dir(directory: str | os.PathLike, files: dict[str, bytes]) -> None:
             f.write(data)
 
 
-def _write_tar(path: str | os.PathLike, files: dict[str, bytes | tuple[str, str]],
+def write_tar(path: str | os.PathLike, files: dict[str, bytes | tuple[str, str]],
                compression: str = "none") -> None:
     """A tar of `files`; a value ("symlink", target) is a symlink member."""
     out = io.BytesIO()
@@ -357,19 +359,22 @@ def build_docker_archive(path: str | os.PathLike, layers: Sequence[LayerSpec],
                          repo_tags: Sequence[str] = ("busybox:latest",), *,
                          compression: str = "none", more: Sequence[ImageSpec] = (),
                          corrupt: str | None = None, corrupt_layer: int = -1,
-                         link_shared: bool = False, with_oci: bool = False) -> Built:
+                         link_shared: bool = False, with_oci: bool = False,
+                         architecture: str | None = None) -> Built:
     """A `docker save` archive: manifest.json, "<config hex>.json" and
     "<layer hex>/layer.tar" per layer (shared layers written once, or with
     `link_shared` as symlinks to the first copy, as old docker did).
     `with_oci`: the Docker 25+ layout instead, an OCI layout (blobs/,
     index.json with docker's annotations) plus a manifest.json naming
-    those blobs.  `corrupt` applies to the first image only."""
+    those blobs.  `corrupt` and `architecture` (default: this host's)
+    apply to the first image only."""
     if corrupt == "blob_digest" and not with_oci:
         raise ValueError("a docker-archive states no layer blob digests to corrupt")
     images = []
     for number, spec in enumerate(_specs(layers, config, repo_tags, more)):
         images.append(_blobs(spec.layers, spec.config, spec.names, compression,
-                             corrupt if number == 0 else None, corrupt_layer))
+                             corrupt if number == 0 else None, corrupt_layer,
+                             architecture=architecture if number == 0 else None))
     if with_oci:
         files: dict[str, Any] = _oci_files(images, docker_names=True)
     else:
@@ -395,7 +400,7 @@ def build_docker_archive(path: str | os.PathLike, layers: Sequence[LayerSpec],
                 layer_names.append(name)
         manifest.append({"Config": config_name, "RepoTags": blobs.names or None, "Layers": layer_names})
     files["manifest.json"] = _json(manifest)
-    _write_tar(path, files)
+    write_tar(path, files)
     built = [_built(os.fspath(path), blobs) for blobs in images]
     built[0].others = built[1:]
     return built[0]
@@ -405,13 +410,16 @@ def build_oci_layout(directory_path: str | os.PathLike, layers: Sequence[LayerSp
                      config: dict[str, Any] | None = None, ref_name: str | None = "busybox:latest", *,
                      compression: str = "none", more: Sequence[ImageSpec] = (),
                      corrupt: str | None = None, corrupt_layer: int = -1,
-                     nested: bool = False, docker_types: bool = False) -> Built:
+                     nested: bool = False, docker_types: bool = False,
+                     architecture: str | None = None) -> Built:
     """An OCI image layout directory (created if missing).  `nested`: the
     index points to a multi-platform index; `docker_types`: Docker's
-    manifest, config and (gzip) layer media types."""
+    manifest, config and (gzip) layer media types; `architecture`: the
+    first image's (default: this host's)."""
     names = [ref_name] if ref_name else []
     images = [_blobs(spec.layers, spec.config, spec.names, "gzip" if docker_types else compression,
-                     corrupt if number == 0 else None, corrupt_layer, docker_types)
+                     corrupt if number == 0 else None, corrupt_layer, docker_types,
+                     architecture if number == 0 else None)
               for number, spec in enumerate(_specs(layers, config, names, more))]
     os.makedirs(directory_path, exist_ok=True)
     _write_dir(directory_path, _oci_files(images, nested=nested, docker_types=docker_types))
@@ -425,14 +433,15 @@ def build_oci_archive(path: str | os.PathLike, layers: Sequence[LayerSpec],
                       compression: str = "none", more: Sequence[ImageSpec] = (),
                       corrupt: str | None = None, corrupt_layer: int = -1,
                       nested: bool = False, docker_types: bool = False,
-                      outer_compression: str = "none") -> Built:
+                      outer_compression: str = "none", architecture: str | None = None) -> Built:
     """An oci-archive: a tar (gzip-compressed with outer_compression="gzip")
     of an OCI image layout; arguments as build_oci_layout."""
     names = [ref_name] if ref_name else []
     images = [_blobs(spec.layers, spec.config, spec.names, "gzip" if docker_types else compression,
-                     corrupt if number == 0 else None, corrupt_layer, docker_types)
+                     corrupt if number == 0 else None, corrupt_layer, docker_types,
+                     architecture if number == 0 else None)
               for number, spec in enumerate(_specs(layers, config, names, more))]
-    _write_tar(path, _oci_files(images, nested=nested, docker_types=docker_types), outer_compression)
+    write_tar(path, _oci_files(images, nested=nested, docker_types=docker_types), outer_compression)
     built = [_built(os.fspath(path), blobs) for blobs in images]
     built[0].others = built[1:]
     return built[0]

@@ -7,6 +7,8 @@ digests, real concurrent processes.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import select
@@ -26,20 +28,26 @@ from image_builder import (
     build,
     build_docker_archive,
     build_oci_archive,
+    OCI_INDEX,
     build_oci_layout,
     busybox_config,
     busybox_layers,
     directory,
     file,
     hardlink,
+    host_architecture,
+    image_config,
+    layer_tar,
     opaque,
     raw,
+    sha256,
     symlink,
     whiteout,
+    write_tar,
 )
 from isolate.errors import ImageError, LayerError
 from isolate.image_archive import read_archive
-from isolate.images import Image, ImageStore
+from isolate.images import Image, ImageStore, canonical_name
 
 FORMATS = ("docker-archive", "oci-archive", "oci-layout")
 
@@ -606,3 +614,314 @@ def test_layers_are_reachable_by_the_store_owner_only(tmp_path: Path, store: Ima
     store.import_archive(tmp_path / "one.tar")
     for sub in ("layers", "tmp"):
         assert stat.S_IMODE(os.stat(os.path.join(store.root, sub)).st_mode) == 0o700
+
+
+# --- review fixes: resource limits ------------------------------------------------------------
+
+
+def docker_tar(path: Path, entries: list[dict[str, Any]], configs: dict[str, bytes],
+               layer: bytes, compression: str = "none") -> None:
+    """A hand-made docker-archive: manifest.json `entries`, the config files
+    `configs` and one layer "l.tar" holding `layer`."""
+    write_tar(path, {"manifest.json": json.dumps(entries).encode(), **configs, "l.tar": layer},
+              compression)
+
+
+def small_layer() -> tuple[bytes, str]:
+    data = layer_tar([file("a", "a")])
+    return data, sha256(data)
+
+
+def config_bytes(diff_ids: list[str], **section: Any) -> bytes:
+    return json.dumps(image_config(section, diff_ids)).encode()
+
+
+def test_repeated_archive_entries_are_read_once(tmp_path: Path) -> None:
+    layer, diff_id = small_layer()
+    config = config_bytes([diff_id], Env=["X=" + "x" * (1 << 20)])
+    entry = {"Config": "c.json", "Layers": ["l.tar"], "RepoTags": None}
+    docker_tar(tmp_path / "many.tar", [entry] * 200, {"c.json": config}, layer)
+    images = read_archive(tmp_path / "many.tar")
+    assert len(images) == 200
+    assert all(image.config is images[0].config for image in images)
+
+
+def test_too_many_archive_entries(tmp_path: Path) -> None:
+    layer, diff_id = small_layer()
+    entry = {"Config": "c.json", "Layers": ["l.tar"]}
+    docker_tar(tmp_path / "many.tar", [entry] * 1000, {"c.json": config_bytes([diff_id])}, layer,
+               compression="gzip")
+    with pytest.raises(ImageError, match="1000"):
+        read_archive(tmp_path / "many.tar")
+    build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG)
+    index = json.loads((tmp_path / "layout/index.json").read_text())
+    index["manifests"] *= 300
+    (tmp_path / "layout/index.json").write_text(json.dumps(index))
+    with pytest.raises(ImageError, match="300"):
+        read_archive(tmp_path / "layout")
+
+
+def test_json_read_per_archive_is_capped(tmp_path: Path) -> None:
+    layer, diff_id = small_layer()
+    configs = {f"c{n}.json": config_bytes([diff_id], Env=[f"{n}=" + "x" * (14 << 20)]) for n in range(5)}
+    entries = [{"Config": name, "Layers": ["l.tar"]} for name in configs]
+    docker_tar(tmp_path / "big.tar", entries, configs, layer, compression="gzip")
+    with pytest.raises(ImageError, match="JSON"):
+        read_archive(tmp_path / "big.tar")
+
+
+# --- review fixes: OCI layout directories ------------------------------------------------------
+
+
+def layer_blob(built: Any, layout: Path, number: int = 0) -> Path:
+    return layout / "blobs/sha256" / built.blob_digests[number].removeprefix("sha256:")
+
+
+def test_layout_symlink_to_a_device_is_refused(tmp_path: Path, store: ImageStore) -> None:
+    built = build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG)
+    (tmp_path / "layout/oci-layout").unlink()
+    (tmp_path / "layout/oci-layout").symlink_to("/dev/zero")
+    with pytest.raises(ImageError, match="oci-layout"):
+        read_archive(tmp_path / "layout")
+    build_oci_layout(tmp_path / "other", [base_layer()], CONFIG)
+    blob = layer_blob(built, tmp_path / "other")
+    blob.unlink()
+    blob.symlink_to("/dev/zero")
+    with pytest.raises(ImageError, match=str(blob)):
+        store.import_archive(tmp_path / "other")
+    assert store.images() == []
+
+
+def test_layout_symlink_out_of_the_layout_is_refused(tmp_path: Path, store: ImageStore) -> None:
+    built = build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"z" * 12345)
+    blob = layer_blob(built, tmp_path / "layout")
+    blob.unlink()
+    blob.symlink_to(secret)
+    with pytest.raises(ImageError, match=str(blob)) as caught:
+        store.import_archive(tmp_path / "layout")
+    assert "12345" not in str(caught.value)
+    # A symlinked directory on the way is refused too.
+    build_oci_layout(tmp_path / "other", [base_layer()], CONFIG)
+    os.rename(tmp_path / "other/blobs", tmp_path / "blobs")
+    (tmp_path / "other/blobs").symlink_to(tmp_path / "blobs")
+    with pytest.raises(ImageError, match="blobs"):
+        store.import_archive(tmp_path / "other")
+
+
+def test_layout_fifo_blob_is_refused(tmp_path: Path, store: ImageStore) -> None:
+    built = build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG)
+    blob = layer_blob(built, tmp_path / "layout")
+    blob.unlink()
+    os.mkfifo(blob)
+    with pytest.raises(ImageError, match="regular file"):
+        store.import_archive(tmp_path / "layout")
+
+
+def test_layer_longer_than_its_descriptor(tmp_path: Path) -> None:
+    built = build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG)
+    (image,) = read_archive(tmp_path / "layout")
+    with open(layer_blob(built, tmp_path / "layout"), "ab") as f:
+        f.write(b"\0" * 4096)           # grows after it was measured
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(ImageError, match="more than"):
+        image.layers[0].extract(str(dest))
+    assert os.listdir(dest) == []
+
+
+# --- review fixes: layers in use, repeated layers ------------------------------------------------
+
+
+def test_gc_spares_a_layer_a_container_holds(tmp_path: Path, store: ImageStore) -> None:
+    build_oci_layout(tmp_path / "layout", [base_layer(), top_layer()], CONFIG)
+    image = store.import_archive(tmp_path / "layout")
+    held = os.open(image.layers[1], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(held, fcntl.LOCK_SH)
+        store.remove(image)
+        assert Path(image.layers[1], "app/tag").read_text() == "top"
+        assert not Path(image.layers[0]).exists()
+    finally:
+        os.close(held)
+    store.gc()
+    assert os.listdir(Path(store.root, "layers/sha256")) == []
+    assert os.listdir(Path(store.root, "tmp")) == []
+
+
+def test_repeated_layer_runs(tmp_path: Path, store: ImageStore) -> None:
+    empty = Layer([directory("app")])
+    built = build_oci_layout(tmp_path / "layout", [empty, base_layer(), empty, top_layer()], CONFIG)
+    image = store.import_archive(tmp_path / "layout")
+    assert image.diff_ids == tuple(built.diff_ids) and image.layers[0] == image.layers[2]
+    assert image.overlay().lower == image.layers[1:]
+
+
+def test_too_many_layers(tmp_path: Path, store: ImageStore) -> None:
+    layers = [Layer([file(f"f{n}", str(n))]) for n in range(501)]
+    build_docker_archive(tmp_path / "tall.tar", layers, CONFIG)
+    with pytest.raises(ImageError, match="501 layers"):
+        store.import_archive(tmp_path / "tall.tar")
+    assert os.listdir(Path(store.root, "layers/sha256")) == []
+
+
+# --- review fixes: malformed documents -----------------------------------------------------------
+
+
+def edit_index(layout: Path, change: Callable[[dict[str, Any]], Any]) -> None:
+    index = json.loads((layout / "index.json").read_text())
+    change(index)
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def add_blob(layout: Path, doc: Any) -> dict[str, Any]:
+    data = json.dumps(doc).encode()
+    digest = sha256(data)
+    (layout / "blobs/sha256" / digest.removeprefix("sha256:")).write_bytes(data)
+    return {"mediaType": OCI_INDEX, "digest": digest, "size": len(data)}
+
+
+@pytest.mark.parametrize("change", [
+    lambda index: index["manifests"][0].update(annotations=["x"]),
+])
+def test_malformed_index_fields(tmp_path: Path, change: Callable[[dict[str, Any]], Any]) -> None:
+    build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG)
+    edit_index(tmp_path / "layout", change)
+    with pytest.raises(ImageError, match="index.json"):
+        read_archive(tmp_path / "layout")
+
+
+def test_deeply_nested_json(tmp_path: Path) -> None:
+    build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG)
+    (tmp_path / "layout/index.json").write_text("[" * 100_000)
+    with pytest.raises(ImageError, match="index.json"):
+        read_archive(tmp_path / "layout")
+
+
+def test_malformed_manifest_media_type(tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    build_oci_layout(layout, [base_layer()], CONFIG)
+    manifest_desc = json.loads((layout / "index.json").read_text())["manifests"][0]
+    blob = layout / "blobs/sha256" / manifest_desc["digest"].removeprefix("sha256:")
+    manifest = {**json.loads(blob.read_text()), "mediaType": ["x"]}
+    desc = {key: value for key, value in add_blob(layout, manifest).items() if key != "mediaType"}
+    edit_index(layout, lambda index: index.update(manifests=[desc]))
+    with pytest.raises(ImageError, match="mediaType"):
+        read_archive(layout)
+
+
+def test_malformed_platform(tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    build_oci_layout(layout, [base_layer()], CONFIG)
+    manifest = json.loads((layout / "index.json").read_text())["manifests"][0]
+    nested = add_blob(layout, {"schemaVersion": 2, "manifests": [
+        {**manifest, "platform": "linux"}, {**manifest, "platform": "linux"}]})
+    edit_index(layout, lambda index: index.update(manifests=[nested]))
+    with pytest.raises(ImageError, match="platform"):
+        read_archive(layout)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("Cmd", "sh -c id"), ("Entrypoint", "sh"), ("Env", "A=1"), ("Env", [1]),
+    ("WorkingDir", 5), ("User", 1000),
+])
+def test_config_fields_are_checked(tmp_path: Path, field: str, value: Any) -> None:
+    build_oci_layout(tmp_path / "layout", [base_layer()], {**CONFIG, field: value})
+    with pytest.raises(ImageError, match=field) as caught:
+        read_archive(tmp_path / "layout")
+    assert "blobs/sha256" in str(caught.value)
+
+
+def test_user_digits_are_ascii(tmp_path: Path, store: ImageStore) -> None:
+    build_oci_layout(tmp_path / "layout", [base_layer()], {"User": "\u00b2"})
+    image = store.import_archive(tmp_path / "layout")
+    with pytest.raises(ImageError, match="\u00b2"):
+        image.resolve_user()
+    with pytest.raises(ImageError, match="group '\u00b2'"):
+        attrs.evolve(image, config={"User": "1000:\u00b2"}).resolve_user()
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+def test_other_architecture_is_refused(tmp_path: Path, store: ImageStore, kind: str) -> None:
+    other = "s390x" if host_architecture() != "s390x" else "amd64"
+    build(kind, tmp_path / "image", [base_layer()], CONFIG, architecture=other)
+    with pytest.raises(ImageError, match=f"linux/{other}.*linux/{host_architecture()}"):
+        store.import_archive(tmp_path / "image")
+    assert store.images() == [] and os.listdir(Path(store.root, "layers/sha256")) == []
+
+
+# --- review fixes: names ----------------------------------------------------------------------------
+
+
+def test_canonical_name() -> None:
+    assert canonical_name("busybox") == "docker.io/library/busybox:latest"
+    assert canonical_name("docker.io/busybox") == canonical_name("busybox")
+    assert canonical_name("index.docker.io/library/busybox:1") == "docker.io/library/busybox:1"
+    assert canonical_name("localhost:5000/app") == "localhost:5000/app:latest"
+    assert canonical_name("example.com/a/b:v1.2") == "example.com/a/b:v1.2"
+    digest = "sha256:" + "a" * 64
+    assert canonical_name("app@" + digest) == "docker.io/library/app@" + digest
+    for invalid in ("", ":", "foo:bar:baz", "a\x1b[31m", "a\nb", "UPPER", "a:b@c", "/a", "a//b", "a:"):
+        with pytest.raises(ImageError, match="reference"):
+            canonical_name(invalid)
+
+
+def test_names_with_control_characters_are_dropped(tmp_path: Path, store: ImageStore) -> None:
+    build_docker_archive(tmp_path / "image.tar", [base_layer()], CONFIG, ["evil\x1b[2J:1", "good:1"])
+    assert read_archive(tmp_path / "image.tar")[0].names == ("good:1",)
+    assert store.import_archive(tmp_path / "image.tar").names == ("good:1",)
+
+
+# --- review fixes: cleanup ---------------------------------------------------------------------------
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_failed_collection_leaks_nothing(tmp_path: Path, store: ImageStore,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    build_oci_layout(tmp_path / "layout", [base_layer()], CONFIG)
+    image = store.import_archive(tmp_path / "layout")
+    real_rename = os.rename
+
+    def failing(source: Any, *args: Any, **kwargs: Any) -> None:
+        if "layers" in os.fspath(source):
+            raise OSError(errno.EIO, "injected")
+        real_rename(source, *args, **kwargs)
+
+    before = open_fds()
+    monkeypatch.setattr(os, "rename", failing)
+    with pytest.raises(OSError, match="injected"):
+        store.remove(image)
+    monkeypatch.undo()
+    assert open_fds() == before
+    assert os.listdir(Path(store.root, "tmp")) == []
+    store.gc()
+    assert os.listdir(Path(store.root, "layers/sha256")) == []
+
+
+def test_dead_imports_are_deleted_unlocked(tmp_path: Path, store: ImageStore,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = Path(store.root, "tmp", "import-dead")
+    (dead / "layer/deep").mkdir(parents=True)
+    (dead / "needs").write_text("[]")
+    locked_when: list[bool] = []
+    real_rmdir = os.rmdir
+
+    def watching(*args: Any, **kwargs: Any) -> None:
+        fd = os.open(Path(store.root, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked_when.append(False)
+        except BlockingIOError:
+            locked_when.append(True)
+        finally:
+            os.close(fd)
+        real_rmdir(*args, **kwargs)
+
+    monkeypatch.setattr(os, "rmdir", watching)
+    store.gc()
+    assert locked_when and not any(locked_when)
+    assert os.listdir(Path(store.root, "tmp")) == []

@@ -306,3 +306,19 @@ def test_a_running_container_holds_its_lower_layers(base: Path, host_dir: Path):
     fd = layer_use.lock_unused(str(base))
     assert fd is not None
     os.close(fd)
+
+
+def test_a_layer_moved_away_before_its_lock_is_refused(host_dir: Path):
+    """The store may move a layer between a container's open() and flock():
+    the container sees its path no longer names what it holds."""
+    from isolate import layer_use
+
+    layer_dir = layer(host_dir, "layer", {"f": "x"})
+    fd = os.open(layer_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.rename(layer_dir, host_dir / "trash")
+        layer_dir.mkdir()   # even a new directory at the same path is not the one held
+        with pytest.raises(isolate.ConfigError, match="was removed as the container started"):
+            layer_use._check_still_there(str(layer_dir), fd)
+    finally:
+        os.close(fd)
