@@ -246,18 +246,23 @@ class Config:
 
 def _apply_image(config: Config) -> None:
     """rootfs=image: the image's layers become an ephemeral Overlay; cwd,
-    user and group not given take the image's WorkingDir and User, and env
-    given is added over the image's Env (as `docker run -e`)."""
+    user and group not given take the image's WorkingDir and User (a user
+    given without a group, its group in the image's /etc/passwd), env given
+    is added over the image's Env (as `docker run -e`), and HOME, unless
+    set, is the user's home in the image's /etc/passwd, or "/"."""
     image = config.rootfs
     def put(name: str, value: Any) -> None:
         object.__setattr__(config, name, value)
-    put("env", _env({**image.env, **config.env}))
     if config.cwd is None:
         put("cwd", _cwd(image.cwd))
-    ids = image.resolve_user() if config.user is None else None
+    # As docker run: a user given without a group takes its /etc/passwd group.
+    ids = image.resolve_user(None if config.user is None else str(config.user))
     if ids is not None:
         put("user", ids[0])
         put("group", ids[1] if config.group is None else config.group)
+    env = {**image.env, **config.env}
+    env.setdefault("HOME", image.home(config.user or 0))
+    put("env", _env(env))
     put("rootfs", image.overlay())
 
 

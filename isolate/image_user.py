@@ -49,6 +49,12 @@ def resolve_user(user: str, layers: Sequence[str], image: str) -> tuple[int, int
     return uid, gid
 
 
+def home_dir(uid: int, layers: Sequence[str], image: str) -> str:
+    """The home directory /etc/passwd gives `uid`, or "/" (as Docker sets HOME)."""
+    row = next((row for row in _table(layers, "passwd", image) if int(row[2]) == uid), None)
+    return row[5] if row is not None and len(row) > 5 and row[5].startswith("/") else "/"
+
+
 def _id(text: str, user: str, image: str) -> int:
     value = int(text)
     if value > _MAX_ID:

@@ -72,7 +72,7 @@ from .image_archive import ArchiveImage, LayerBlob, check_platform, read_archive
 from .image_leases import WorkDir, collect_layer, locked, scan
 from .image_records import Record, Records
 from .image_ref import canonical_name, is_reference, names_include
-from .image_user import resolve_user
+from .image_user import home_dir, resolve_user
 from .layer_apply import remove_tree
 from .overlay import MAX_LOWERS, Overlay
 
@@ -150,11 +150,15 @@ class Image:
             raise ImageError(f"image {self.id}: has no layers to make a root of")
         return Overlay(lower=_topmost(self.layers), upper=upper, work=work, size=size)
 
-    def resolve_user(self) -> tuple[int, int] | None:
-        """(uid, gid) for the image's User, names looked up in the image's
-        /etc/passwd and /etc/group; None when User is empty.  A numeric
-        user missing from /etc/passwd gets gid 0, as Docker does."""
-        return resolve_user(self.user, self.layers, self.id)
+    def resolve_user(self, user: str | None = None) -> tuple[int, int] | None:
+        """(uid, gid) for `user` (default: the image's User), names looked
+        up in the image's /etc/passwd and /etc/group; None when it is empty.
+        A numeric user missing from /etc/passwd gets gid 0, as Docker does."""
+        return resolve_user(self.user if user is None else user, self.layers, self.id)
+
+    def home(self, uid: int) -> str:
+        """The home directory the image's /etc/passwd gives `uid`, or "/"."""
+        return home_dir(uid, self.layers, self.id)
 
 
 def _topmost(layers: Sequence[str]) -> list[str]:

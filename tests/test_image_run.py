@@ -56,10 +56,21 @@ def test_arguments_replace_cmd_and_explicit_fields_win(image: isolate.Image):
     r = run(image.command(['echo "$GREETING $EXTRA"; pwd; id -u; id -g']), rootfs=image,
             env={"EXTRA": "there"}, cwd="/etc", user=0)
     assert (r.returncode, r.stdout) == (0, b"hello there\n/etc\n0\n0\n"), r.stderr
-    r = run(image.command(["id -u; id -g"]), rootfs=image, user=65534)
-    assert r.stdout == b"65534\n0\n"
     r = run(image.command(["id -u; id -g"]), rootfs=image, group=65534)
     assert r.stdout == b"1\n65534\n"
+
+
+@pytest.mark.parametrize("user, expected", [
+    (None, b"1 1 /usr/sbin"),         # the image's User, daemon
+    (0, b"0 0 /root"),
+    (65534, b"65534 65534 /nonexistent"),   # its group and home from /etc/passwd
+    (4242, b"4242 0 /"),              # not in /etc/passwd: group 0, HOME=/ (as Docker)
+])
+def test_user_group_and_home_follow_the_images_passwd(image: isolate.Image, user, expected):
+    r = run(image.command(['echo $(id -u) $(id -g) "$HOME"']), rootfs=image, user=user)
+    assert (r.returncode, r.stdout) == (0, expected + b"\n"), r.stderr
+    r = run(image.command(['echo "$HOME"']), rootfs=image, user=user, env={"HOME": "/x"})
+    assert r.stdout == b"/x\n"
 
 
 def test_container_writes_do_not_reach_the_store(image: isolate.Image):
