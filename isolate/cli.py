@@ -113,9 +113,10 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     opt("--env", action="append", type=_env_item, default=[], metavar="KEY=VALUE",
         help="set an environment variable (repeatable; the environment is clean otherwise)")
     opt("--inherit-env", action="store_true", help="start from this environment, not a clean one")
-    opt("--cwd", metavar="DIR", help="working directory inside (default: /)")
-    opt("--uid", type=int, metavar="N", help="user id inside (default: 0)")
-    opt("--gid", type=int, metavar="N", help="group id inside (default: 0)")
+    opt("--cwd", metavar="DIR", help="working directory inside (default: /, or the image's)")
+    opt("--uid", type=int, metavar="N", help="user id inside (default: 0, or the image's User)")
+    opt("--gid", type=int, metavar="N",
+        help="group id inside (default: 0, or the image's: the User's or the uid's group)")
     opt("--no-init", action="store_true",
         help="run the command itself as PID 1, without the reaping init")
     opt("--cap-add", action="append", default=[], metavar="CAP",
