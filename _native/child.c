@@ -213,6 +213,53 @@ static int do_readonly(const struct iso_step *s, const struct steps_state *st)
     return close_keep_errno(fd, rc);
 }
 
+/* One fsconfig(FSCONFIG_SET_STRING) on an fs context. */
+static int fs_set(int fs, const char *key, const char *value)
+{
+    return (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, key, value, 0);
+}
+
+/* Overlayfs with more layers than one page of mount(2) options holds: the
+ * new mount API takes the lower layers one at a time ("lowerdir+", Linux
+ * 6.8), then the mount is attached at b. */
+static int do_overlay(const struct iso_step *s)
+{
+    int fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return -1;
+    int rc = 0;
+    char layer[4096];
+    for (const char *p = s->d; rc == 0 && *p; ) {
+        const char *end = strchr(p, '\n');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len >= sizeof layer) {
+            errno = ENAMETOOLONG;
+            rc = -1;
+            break;
+        }
+        memcpy(layer, p, len);
+        layer[len] = 0;
+        rc = fs_set(fs, "lowerdir+", layer);
+        p += len + (end ? 1 : 0);
+    }
+    if (rc == 0)
+        rc = fs_set(fs, "upperdir", s->c);
+    if (rc == 0)
+        rc = fs_set(fs, "workdir", s->a);
+    if (rc == 0)
+        rc = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0);
+    if (rc == 0)
+        rc = (int)syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0);
+    if (rc == 0) {
+        int mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0);
+        rc = mnt < 0 ? -1 : (int)syscall(SYS_move_mount, mnt, "", AT_FDCWD, s->b,
+                                         MOVE_MOUNT_F_EMPTY_PATH);
+        if (mnt >= 0)
+            close_keep_errno(mnt, 0);
+    }
+    return close_keep_errno(fs, rc);
+}
+
 /* Bind sources are cloned into detached trees first, while every host path
  * is still where the caller sees it, and attached once the root is ready. */
 static int do_open_tree(const struct iso_step *s, struct steps_state *st)
@@ -409,6 +456,7 @@ static int run_step(const struct iso_plan *plan, const struct iso_step *s, struc
     case ISO_OP_MOVE_MOUNT:  return do_move_mount(s, st);
     case ISO_OP_CAPBSET_DROP: return do_capbset_drop(s);
     case ISO_OP_MOUNT:       return do_mount(s, st);
+    case ISO_OP_OVERLAY:     return do_overlay(s);
     case ISO_OP_NO_NEW_PRIVS: return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     case ISO_OP_SETATTR:     return do_setattr(s, st);
     case ISO_OP_MKDIR:       return do_mkdir(s, st);

@@ -45,6 +45,9 @@ enum iso_op {
     ISO_OP_RESET_SIGNALS,  /* every signal to SIG_DFL, empty mask */
     ISO_OP_SETRLIMIT,      /* prlimit(0, resource num, soft num2, hard num3) */
     ISO_OP_SECCOMP,        /* install plan->seccomp_filter */
+    ISO_OP_OVERLAY,        /* overlayfs on host path b through fsopen/fsconfig: lowers from d
+                              (newline-separated, top first, one "lowerdir+" each), upperdir c,
+                              workdir a, userxattr */
     ISO_OP_EXEC,           /* execve the first of plan->exec_paths that works */
 };
 

@@ -118,7 +118,13 @@ def _mount_overlay(plan: Plan, overlay: Overlay, stage: str) -> None:
         plan.add(lib.ISO_OP_MKDIR, f"mkdir({work!r})", b=work, num=0o700)
     else:
         upper, work = overlay.upper, overlay.work
-    _host_mount(plan, "overlay", stage, 0, fstype="overlay", data=overlay.options(upper, work))
+    options = overlay.options(upper, work)
+    if options is not None:
+        _host_mount(plan, "overlay", stage, 0, fstype="overlay", data=options)
+        return
+    overlay.check_layer_by_layer(upper, work)
+    plan.add(lib.ISO_OP_OVERLAY, f"mount overlay ({len(overlay.lower)} layers, one at a time) on {stage!r}",
+             a=work, b=stage, c=upper, d="\n".join(reversed(overlay.lower)))
 
 
 def scratch_dir(overlay: Overlay) -> str:

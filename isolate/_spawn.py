@@ -52,7 +52,10 @@ def _error(plan: Plan, step: int, err: int) -> SpawnError:
 
 
 def _overlay_hint(plan: Plan, step: int) -> str:
-    if not (0 <= step < len(plan.steps) and plan.steps[step].c == "overlay"):
+    if not 0 <= step < len(plan.steps):
+        return ""
+    failed = plan.steps[step]
+    if failed.op != lib.ISO_OP_OVERLAY and failed.c != "overlay":
         return ""
     return ("overlayfs refused the layers (dmesg | grep overlayfs says why): a layer on a "
             "filesystem it cannot stack (proc, sysfs, ...), or Linux < 5.11 in a user namespace")

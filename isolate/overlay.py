@@ -31,6 +31,14 @@ MAX_LOWERS = 500
 #: mount(2) passes its options in one page, NUL included.
 MAX_OPTIONS = 4095
 
+#: The kernel that takes lower layers one at a time ("lowerdir+"), beyond
+#: what one page of mount(2) options holds.
+LAYER_BY_LAYER_KERNEL = (6, 8)
+
+#: The longest string value fsconfig(2) accepts (it copies at most 256
+#: bytes, NUL included).
+MAX_FSCONFIG_VALUE = 255
+
 #: Characters overlayfs treats as separators in its options.
 _SPECIAL = (",", ":", "\\", "\n")
 
@@ -107,17 +115,29 @@ class Overlay:
         """Whether the upper layer is a tmpfs thrown away with the container."""
         return self.upper is None
 
-    def options(self, upper: str, work: str) -> str:
-        """The overlay mount options, with the given upper and work paths."""
+    def options(self, upper: str, work: str) -> str | None:
+        """The mount(2) options with the given upper and work paths, or
+        None when they exceed the page mount(2) takes: the layers must then
+        go one at a time (see `check_layer_by_layer`)."""
         # overlayfs lists the top layer first.
         lowers = ":".join(reversed(self.lower))
         options = f"lowerdir={lowers},upperdir={upper},workdir={work},userxattr"
-        size = len(os.fsencode(options))
-        if size > MAX_OPTIONS:
-            raise ConfigError("Overlay.lower", f"{len(self.lower)} layers need {size} bytes "
-                              f"of mount options; the kernel takes at most {MAX_OPTIONS} "
-                              "(shorter layer paths fit more layers)")
-        return options
+        return options if len(os.fsencode(options)) <= MAX_OPTIONS else None
+
+    def check_layer_by_layer(self, upper: str, work: str) -> None:
+        """Raise unless this kernel can take the layers one at a time
+        (fsconfig "lowerdir+", Linux 6.8), each path within the 255 bytes
+        fsconfig takes for a value."""
+        release = os.uname().release
+        if _kernel_version(release) < LAYER_BY_LAYER_KERNEL:
+            raise ConfigError("Overlay.lower", f"{len(self.lower)} layers need more than the {MAX_OPTIONS} "
+                              f"bytes of mount options Linux {release} takes (6.8 takes any number "
+                              "up to 500; shorter layer paths fit more layers)")
+        named = [(f"Overlay.lower[{i}]", path) for i, path in enumerate(self.lower)]
+        for field, path in named + [("Overlay.upper", upper), ("Overlay.work", work)]:
+            if len(os.fsencode(path)) > MAX_FSCONFIG_VALUE:
+                raise ConfigError(field, f"{path[:60]}...: with this many layers every path must fit "
+                                  f"in {MAX_FSCONFIG_VALUE} bytes")
 
     def check_user_namespace(self) -> None:
         """Raise if the kernel will refuse these layers in a user namespace.
@@ -170,6 +190,11 @@ class Overlay:
         buf = io.BytesIO()
         layer_write.write_layer(self.upper, buf, uid_map=uid_map, gid_map=gid_map)
         return buf.getvalue()
+
+
+def _kernel_version(release: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", release)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 def _check_upper(upper: str, work: str, lowers: Sequence[str]) -> None:

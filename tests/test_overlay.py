@@ -17,6 +17,7 @@ import pytest
 import isolate
 from conftest import (
     RUN_TIMEOUT,
+    require,
     assert_no_leaks,
     busybox_rootfs,
     drop_to,
@@ -213,16 +214,45 @@ def test_bad_overlays_raise_naming_the_field(host_dir: Path, make, field, messag
     assert not (host_dir / "no").exists()
 
 
-@pytest.mark.parametrize("stem", ["layer-with-a-rather-long-name", "\u00e9" * 12])
-def test_too_many_layers_for_the_mount_options(host_dir: Path, stem: str):
-    """Counted in bytes: 12 accented letters are 24 bytes of options."""
+def long_named_layers(parent: Path, count: int, stem: str) -> list[Path]:
+    """`count` layers with long names, each holding its own file and an
+    'order' file the next one up replaces."""
     lowers = []
-    for i in range(80):
-        path = host_dir / f"{stem}-{i:04d}"
-        path.mkdir()
+    for i in range(count):
+        path = layer(parent, f"{stem}-{i:04d}", {f"etc/layer-{i}": f"{i}\n", "etc/order": f"{i}\n"})
         lowers.append(path)
-    with pytest.raises(isolate.ConfigError, match=r"^Overlay.lower: 80 layers need \d+ bytes"):
-        isolate.run(["true"], rootfs=isolate.Overlay(lower=lowers))
+    return lowers
+
+
+@pytest.mark.parametrize("stem", ["layer-with-a-rather-long-name", "\u00e9" * 12])
+def test_more_layers_than_one_page_of_mount_options(base: Path, host_dir: Path, stem: str):
+    """Past 4095 bytes of options (counted in bytes: 12 accented letters are
+    24), the layers go to the kernel one at a time (Linux >= 6.8), up to
+    overlayfs's 500."""
+    lowers = long_named_layers(host_dir, 499, stem)
+    ov = isolate.Overlay(lower=[base, *lowers])
+    assert ov.options("/u", "/w") is None
+    require(_kernel() >= (6, 8), f"Linux {os.uname().release} takes no 'lowerdir+'")
+    r = sh("cat /etc/layer-0 /etc/layer-498 /etc/order /etc/only-base", ov)
+    assert r.stdout == b"0\n498\n498\nbase\n"
+    before = (base / "etc" / "motd").read_text()
+    sh("echo x > /etc/motd", ov)
+    assert (base / "etc" / "motd").read_text() == before
+
+
+def test_layer_by_layer_paths_must_fit_fsconfig(base: Path, host_dir: Path):
+    """fsconfig(2) takes values of at most 255 bytes: a longer layer path
+    among many layers is refused up front, naming it."""
+    lowers = long_named_layers(host_dir, 60, "layer-with-a-rather-long-name")
+    deep = host_dir / ("d" * 200) / ("e" * 60)
+    deep.mkdir(parents=True)
+    with pytest.raises(isolate.ConfigError, match=r"^Overlay.lower\[61\]: .*255 bytes"):
+        isolate.run(["/bin/true"], rootfs=isolate.Overlay(lower=[base, *lowers, deep]))
+
+
+def _kernel() -> tuple[int, int]:
+    major, minor = os.uname().release.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 def test_rootless_overlay(base: Path, host_dir: Path, rootless: tuple[int, int]):
