@@ -15,7 +15,7 @@ import pytest
 
 import isolate
 from isolate import CgroupLimit, cgroups
-from conftest import (PYTHON, RUN_TIMEOUT, assert_no_leaks, cgroup_dirs, drop_to, require,
+from conftest import (PYTHON, RUN_TIMEOUT, assert_no_leaks, cgroup_dirs, drop_to, pid_alive, require,
                       run_in_fork, snapshot, unwrap, wait_until)
 
 #: How much slower this machine runs than a normal one: .ci/run sets 20 for
@@ -173,9 +173,8 @@ def test_kill_reaches_every_process_in_the_cgroup():
         pids = cgroup_pids(c)
         c.kill()
         c.wait(timeout=RUN_TIMEOUT)
-        assert wait_until(lambda: not any(os.path.exists(f"/proc/{p}") and
-                                          open(f"/proc/{p}/stat").read().split()[2] != "Z"
-                                          for p in pids))
+        # pid_alive: a process may vanish between two looks at /proc.
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10 * SLOW)
 
 
 def cgroup_pids(c: isolate.Container) -> list[int]:
