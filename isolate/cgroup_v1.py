@@ -14,6 +14,7 @@ import signal
 import time
 
 from . import cgroup_files as files
+from . import mountinfo
 from .cgroup_stats import Stats
 from .errors import CgroupError
 from .limits import CgroupLimit
@@ -26,16 +27,12 @@ ALWAYS = ("freezer", "memory", "cpuacct", "pids", "blkio")
 
 def hierarchies() -> dict[str, str]:
     """Mount point of each mounted v1 controller ("memory" -> /sys/fs/cgroup/memory)."""
-    mounts: dict[str, str] = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            tail = fields[fields.index("-") + 1:]
-            if tail[0] != "cgroup":
-                continue
-            for option in tail[2].split(","):
-                mounts.setdefault(option, fields[4])
-    return mounts
+    found: dict[str, str] = {}
+    for mount in mountinfo.mounts():
+        if mount.fstype == "cgroup":
+            for option in mount.super_options.split(","):
+                found.setdefault(option, mount.point)
+    return found
 
 
 class CgroupV1:

@@ -23,6 +23,7 @@ import os
 import warnings
 
 from . import cgroup_files as files
+from . import mountinfo
 from .cgroup_stats import Stats
 from .cgroup_v1 import CgroupV1
 from .cgroup_v2 import CgroupV2
@@ -41,12 +42,7 @@ def unified() -> bool:
 
 
 def _fstype(path: str) -> str:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == path:
-                return fields[fields.index("-") + 1]
-    return ""
+    return next((mount.fstype for mount in mountinfo.mounts() if mount.point == path), "")
 
 
 def remove_directories(directories: list[str]) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from . import layer_write, units
+from . import layer_write, mountinfo, units
 from .errors import ConfigError
 from .paths import within
 
@@ -149,8 +149,9 @@ class Overlay:
         layers = [(f"Overlay.lower[{i}]", lower) for i, lower in enumerate(self.lower)]
         if self.upper is not None:
             layers += [("Overlay.upper", self.upper), ("Overlay.work", self.work)]
+        points = [mount.point for mount in mountinfo.mounts()]
         for field, path in layers:
-            beneath = mounts_beneath(path)
+            beneath = mounts_beneath(path, points)
             if beneath:
                 raise ConfigError(field, f"{path} has mounts beneath it "
                                   f"({', '.join(beneath[:3])}{', ...' if len(beneath) > 3 else ''}); "
@@ -233,18 +234,10 @@ def _check_nesting(lowers: Sequence[str]) -> None:
                                   "on the same filesystem; overlayfs refuses overlapping layers")
 
 
-def mounts_beneath(path: str) -> list[str]:
-    """Mount points strictly beneath `path` (a symlink resolved) in this
-    mount namespace."""
+def mounts_beneath(path: str, points: Sequence[str]) -> list[str]:
+    """The mount `points` strictly beneath `path` (a symlink resolved)."""
     path = os.path.realpath(path)
-    with open("/proc/self/mountinfo", "rb") as f:
-        points = [_unescape(line.split()[4]) for line in f]
     return [p for p in points if p != path and within(p, path)]
-
-
-def _unescape(field: bytes) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field))
 
 
 def _check_same_filesystem(upper: str, work: str) -> None:
