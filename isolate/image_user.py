@@ -9,7 +9,7 @@ import stat
 from collections.abc import Sequence
 
 from .errors import ImageError
-from .layer_format import OPAQUE_XATTR
+from .layer_format import OPAQUE_XATTR, is_whiteout
 
 #: /etc/passwd and /etc/group are read whole; refuse absurd ones.
 _MAX_ETC_FILE = 16 << 20
@@ -96,7 +96,7 @@ def _merged_file(layers: Sequence[str], parts: tuple[str, ...]) -> str | None:
             except FileNotFoundError:
                 break                       # not in this layer: look below
             last = depth == len(parts) - 1
-            if _is_whiteout(st) or (not last and not stat.S_ISDIR(st.st_mode)):
+            if is_whiteout(st) or (not last and not stat.S_ISDIR(st.st_mode)):
                 return None
             if last:
                 return path if stat.S_ISREG(st.st_mode) else None
@@ -106,12 +106,6 @@ def _merged_file(layers: Sequence[str], parts: tuple[str, ...]) -> str | None:
                 child = os.path.join(path, *parts[depth + 1:])
                 return child if os.path.isfile(child) and not os.path.islink(child) else None
     return None
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    """A whiteout as isolate.layer_apply stores one (see layer_format): a
-    0/0 character device."""
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def _xattr(path: str, name: str) -> bytes | None:

@@ -23,7 +23,7 @@ from typing import BinaryIO, TypeVar, cast
 
 from .errors import LayerError
 from .layer_format import (MAX_DEPTH, MAX_NAME_BYTES, OPAQUE_MARKER, OPAQUE_XATTR, PAX_XATTR,
-                           WHITEOUT_PREFIX, layer_xattr)
+                           WHITEOUT_PREFIX, is_whiteout, layer_xattr)
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -260,9 +260,8 @@ class _Applier:
     def clear(self, parent: int, subdirs: dict[str, _Dir], base: str, keep_dir: bool = False) -> bool:
         """Remove whatever is at `base` in `parent` (later entries win); with
         `keep_dir` leave a directory there.  True if a directory was kept."""
-        try:
-            st = os.stat(base, dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
+        st = _lstat(parent, base)
+        if st is None:
             return False
         if keep_dir and stat.S_ISDIR(st.st_mode):
             return True
@@ -274,7 +273,7 @@ class _Applier:
                subdirs: dict[str, _Dir], base: str) -> None:
         # A directory made where this layer whited the name out replaces the
         # lower layers' directory: nothing of theirs may show through it.
-        replaces_whiteout = member.isdir() and _is_whiteout(parent, base)
+        replaces_whiteout = member.isdir() and _replaces_whiteout(parent, base)
         kept_dir = self.clear(parent, subdirs, base, keep_dir=member.isdir())
         if member.isreg():
             self.write_file(tar, member, parent, base)
@@ -345,10 +344,9 @@ class _Applier:
             raise self.error("hardlink target is the layer root")
         source, _ = self.walk(target[:-1], create=False)
         try:
-            try:
-                st = os.stat(target[-1], dir_fd=source, follow_symlinks=False)
-            except FileNotFoundError:
-                raise self.error(f"hardlink target {member.linkname!r} does not exist") from None
+            st = _lstat(source, target[-1])
+            if st is None:
+                raise self.error(f"hardlink target {member.linkname!r} does not exist")
             if not stat.S_ISREG(st.st_mode):
                 raise self.error(f"hardlink target {member.linkname!r} is not a regular file")
             os.link(target[-1], base, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False)
@@ -380,7 +378,7 @@ class _Applier:
         try:
             # A whiteout hides what the layers below hold (OCI: never an entry
             # of its own layer, which stays); dest holds only this layer.
-            if not _exists(parent, target):
+            if _lstat(parent, target) is None:
                 os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
         finally:
             os.close(parent)
@@ -414,20 +412,17 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
     return int(member.mtime) * _NS
 
 
-def _exists(parent: int, base: str) -> bool:
-    try:
-        os.stat(base, dir_fd=parent, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
+def _replaces_whiteout(parent: int, base: str) -> bool:
+    st = _lstat(parent, base)
+    return st is not None and is_whiteout(st)
 
 
-def _is_whiteout(parent: int, base: str) -> bool:
+def _lstat(parent: int, base: str) -> os.stat_result | None:
+    """What is at `base` in `parent` (a symlink not followed), or None."""
     try:
-        st = os.stat(base, dir_fd=parent, follow_symlinks=False)
+        return os.stat(base, dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
-        return False
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+        return None
 
 
 def _set_opaque(parent: int, base: str) -> None:

@@ -26,6 +26,9 @@ a layer it would read as a whiteout.  Both directions refuse such names.
 """
 from __future__ import annotations
 
+import os
+import stat
+
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "user.overlay.opaque"
@@ -42,6 +45,11 @@ MAX_NAME_BYTES = 4096
 #: than real images nest, and few enough to bound what one entry costs (a
 #: step per component) and how deep the tree made gets.
 MAX_DEPTH = 256
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    """Whether `st` is an overlay whiteout: a 0/0 character device."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def layer_xattr(name: str, *, privileged: bool) -> bool:

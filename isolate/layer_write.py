@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from .errors import LayerError
 from .layer_format import (MAX_DEPTH, OPAQUE_MARKER, OVERLAY_XATTR_PREFIXES, PAX_XATTR, WHITEOUT_PREFIX,
-                           layer_xattr)
+                           is_whiteout, layer_xattr)
 
 _NS = 1_000_000_000
 _DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
@@ -67,7 +67,7 @@ class _LayerWriter:
 
     def entry(self, dir_fd: int, prefix: str, base: str, st: os.stat_result) -> None:
         kind, path = stat.S_IFMT(st.st_mode), prefix + base
-        if kind == stat.S_IFCHR and st.st_rdev == 0:
+        if is_whiteout(st):
             self.whiteout(prefix, base, st)
             return
         if kind == stat.S_IFSOCK:
