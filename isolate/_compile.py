@@ -251,9 +251,9 @@ def _check_executable(config: Config, name: str, paths: list[str], covered: list
 
 def _check_mount_targets(config: Config, covered: list[str]) -> None:
     """A mount target in a read-only root must exist, or mkdir would fail."""
-    if not config.rootfs_readonly or isinstance(config.rootfs, Overlay):
+    root = _host_root(config)
+    if not config.rootfs_readonly or root is None:
         return   # writable, or layered: the child creates missing targets
-    root = config.rootfs or "/"
     for index, mount in enumerate(config.mounts):
         parent_covered = within_any(mount.target, [t for t in covered if t != mount.target])
         if parent_covered:
@@ -270,11 +270,21 @@ def _check_cwd(config: Config, covered: list[str]) -> None:
     """A cwd that plainly does not exist fails here rather than in chdir."""
     if config.cwd == "/":
         return   # every root has one
-    if config.joins("mount") or within_any(config.cwd, covered) or isinstance(config.rootfs, Overlay):
+    root = _host_root(config)
+    if config.joins("mount") or within_any(config.cwd, covered) or root is None:
         return   # inside a joined, fresh or layered mount: only the child can tell
-    root = (config.rootfs or "/") if config.has("mount") else "/"
     if not os.path.isdir(os.path.join(root, config.cwd.lstrip("/"))):
         raise ConfigError("cwd", f"{config.cwd} is not a directory in the container")
+
+
+def _host_root(config: Config) -> str | None:
+    """The host directory the container's "/" shows, or None when no one
+    directory does (an Overlay's layers)."""
+    if not config.has("mount"):
+        return "/"
+    if isinstance(config.rootfs, Overlay):
+        return None
+    return config.rootfs or "/"
 
 
 def _check_privileges(config: Config) -> None:
