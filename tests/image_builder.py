@@ -22,13 +22,14 @@ import hashlib
 import io
 import json
 import os
-import platform
 import shutil
 import tarfile
 from collections.abc import Iterable, Sequence
 from typing import Any, Union
 
 import zstandard
+
+from isolate.image_archive import host_architecture
 
 #: Fixed mtime for every entry, so a layer's bytes depend on its entries only.
 MTIME = 1_700_000_000
@@ -210,9 +211,6 @@ class _Blobs:
     names: list[str]
 
 
-def host_architecture() -> str:
-    machine = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 def image_config(config: dict[str, Any] | None, diff_ids: list[str],
@@ -349,9 +347,23 @@ def write_tar(path: str | os.PathLike, files: dict[str, bytes | tuple[str, str]]
         f.write(compress(out.getvalue(), compression))
 
 
-def _specs(layers: Sequence[LayerSpec], config: dict[str, Any] | None, names: Sequence[str],
-           more: Sequence[ImageSpec]) -> list[ImageSpec]:
-    return [ImageSpec(layers, config, names), *more]
+def _all_blobs(layers: Sequence[LayerSpec], config: dict[str, Any] | None, names: Sequence[str],
+               more: Sequence[ImageSpec], compression: str, corrupt: str | None, corrupt_layer: int,
+               docker_types: bool = False, architecture: str | None = None) -> list[_Blobs]:
+    """The blobs of the first image and of `more`; `corrupt` and
+    `architecture` apply to the first only."""
+    specs = [ImageSpec(layers, config, names), *more]
+    return [_blobs(spec.layers, spec.config, spec.names, compression,
+                   corrupt if number == 0 else None, corrupt_layer, docker_types,
+                   architecture if number == 0 else None)
+            for number, spec in enumerate(specs)]
+
+
+def _result(path: str | os.PathLike, images: list[_Blobs]) -> Built:
+    """The first image's Built, the others in its `others`."""
+    built = [_built(os.fspath(path), blobs) for blobs in images]
+    built[0].others = built[1:]
+    return built[0]
 
 
 def build_docker_archive(path: str | os.PathLike, layers: Sequence[LayerSpec],
@@ -370,11 +382,8 @@ def build_docker_archive(path: str | os.PathLike, layers: Sequence[LayerSpec],
     apply to the first image only."""
     if corrupt == "blob_digest" and not with_oci:
         raise ValueError("a docker-archive states no layer blob digests to corrupt")
-    images = []
-    for number, spec in enumerate(_specs(layers, config, repo_tags, more)):
-        images.append(_blobs(spec.layers, spec.config, spec.names, compression,
-                             corrupt if number == 0 else None, corrupt_layer,
-                             architecture=architecture if number == 0 else None))
+    images = _all_blobs(layers, config, repo_tags, more, compression, corrupt, corrupt_layer,
+                        architecture=architecture)
     if with_oci:
         files: dict[str, Any] = _oci_files(images, docker_names=True)
     else:
@@ -401,9 +410,7 @@ def build_docker_archive(path: str | os.PathLike, layers: Sequence[LayerSpec],
         manifest.append({"Config": config_name, "RepoTags": blobs.names or None, "Layers": layer_names})
     files["manifest.json"] = _json(manifest)
     write_tar(path, files)
-    built = [_built(os.fspath(path), blobs) for blobs in images]
-    built[0].others = built[1:]
-    return built[0]
+    return _result(path, images)
 
 
 def build_oci_layout(directory_path: str | os.PathLike, layers: Sequence[LayerSpec],
@@ -416,16 +423,11 @@ def build_oci_layout(directory_path: str | os.PathLike, layers: Sequence[LayerSp
     index points to a multi-platform index; `docker_types`: Docker's
     manifest, config and (gzip) layer media types; `architecture`: the
     first image's (default: this host's)."""
-    names = [ref_name] if ref_name else []
-    images = [_blobs(spec.layers, spec.config, spec.names, "gzip" if docker_types else compression,
-                     corrupt if number == 0 else None, corrupt_layer, docker_types,
-                     architecture if number == 0 else None)
-              for number, spec in enumerate(_specs(layers, config, names, more))]
+    images = _oci_blobs(layers, config, ref_name, more, compression, corrupt, corrupt_layer,
+                        docker_types, architecture)
     os.makedirs(directory_path, exist_ok=True)
     _write_dir(directory_path, _oci_files(images, nested=nested, docker_types=docker_types))
-    built = [_built(os.fspath(directory_path), blobs) for blobs in images]
-    built[0].others = built[1:]
-    return built[0]
+    return _result(directory_path, images)
 
 
 def build_oci_archive(path: str | os.PathLike, layers: Sequence[LayerSpec],
@@ -436,15 +438,19 @@ def build_oci_archive(path: str | os.PathLike, layers: Sequence[LayerSpec],
                       outer_compression: str = "none", architecture: str | None = None) -> Built:
     """An oci-archive: a tar (gzip-compressed with outer_compression="gzip")
     of an OCI image layout; arguments as build_oci_layout."""
-    names = [ref_name] if ref_name else []
-    images = [_blobs(spec.layers, spec.config, spec.names, "gzip" if docker_types else compression,
-                     corrupt if number == 0 else None, corrupt_layer, docker_types,
-                     architecture if number == 0 else None)
-              for number, spec in enumerate(_specs(layers, config, names, more))]
+    images = _oci_blobs(layers, config, ref_name, more, compression, corrupt, corrupt_layer,
+                        docker_types, architecture)
     write_tar(path, _oci_files(images, nested=nested, docker_types=docker_types), outer_compression)
-    built = [_built(os.fspath(path), blobs) for blobs in images]
-    built[0].others = built[1:]
-    return built[0]
+    return _result(path, images)
+
+
+def _oci_blobs(layers: Sequence[LayerSpec], config: dict[str, Any] | None, ref_name: str | None,
+               more: Sequence[ImageSpec], compression: str, corrupt: str | None, corrupt_layer: int,
+               docker_types: bool, architecture: str | None) -> list[_Blobs]:
+    """The blobs of an OCI layout's images (docker media types: gzip layers)."""
+    return _all_blobs(layers, config, [ref_name] if ref_name else [], more,
+                      "gzip" if docker_types else compression, corrupt, corrupt_layer,
+                      docker_types, architecture)
 
 
 BUILDERS = {"docker-archive": build_docker_archive, "oci-archive": build_oci_archive,
