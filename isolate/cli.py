@@ -363,6 +363,7 @@ def default_store() -> str:
 
 
 def open_store(args: argparse.Namespace) -> ImageStore:
+    """The image store --store names, or the default one."""
     return ImageStore(args.store or default_store())
 
 
