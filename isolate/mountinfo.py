@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import os
 import re
+from typing import NamedTuple
 
-import attrs
 
-
-@attrs.frozen
-class Mount:
+class Mount(NamedTuple):
     """One line of mountinfo: where it is mounted, its filesystem type,
     and its superblock options (for cgroup v1, its controllers)."""
 
@@ -18,17 +16,24 @@ class Mount:
 
 
 def mounts() -> list[Mount]:
-    """Every mount of this process's mount namespace, in mountinfo order."""
+    """Every mount of this process's mount namespace, in mountinfo order.
+
+    Read on every spawn of an Overlay root in a user namespace: the file is
+    decoded once, and only fields holding an escape go through the regex."""
     with open("/proc/self/mountinfo", "rb") as f:
-        return [_parse(line.split()) for line in f]
+        text = os.fsdecode(f.read())
+    return [_parse(line.split()) for line in text.splitlines()]
 
 
-def _parse(fields: list[bytes]) -> Mount:
+def _parse(fields: list[str]) -> Mount:
     # After the optional fields, "-" then fstype, source, super options.
-    tail = fields[fields.index(b"-") + 1:]
-    return Mount(_unescape(fields[4]), os.fsdecode(tail[0]), os.fsdecode(tail[2]))
+    tail = fields[fields.index("-") + 1:]
+    return Mount(_unescape(fields[4]), tail[0], tail[2])
 
 
-def _unescape(field: bytes) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field))
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash (all ASCII) as \ooo.
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field) if "\\" in field else field
+
+
+_ESCAPE = re.compile(r"\\([0-7]{3})")
