@@ -2,7 +2,8 @@
 for the protocol): an import's lease (``import-XXXX/``, whose "needs" file
 lists the layers it will reference), a trash of layers being deleted
 (``trash-XXXX/``), each flocked by its owner for as long as it lives, and
-the store's lock around them."""
+the store's lock around them; and, in its leases/, the leases of detached
+containers, which outlive the process that made them."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +12,7 @@ import fcntl
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Collection, Iterator
 
 import attrs
@@ -20,6 +22,8 @@ from .layer_apply import remove_tree
 
 #: The file in an import's directory listing the layers it needs.
 _NEEDS = "needs"
+
+_LEASE_SUFFIX = ".json"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -137,3 +141,86 @@ def _needs(holder: str) -> list[str]:
             return json.load(f)
     except FileNotFoundError:
         return []
+
+
+# --- leases of detached containers -----------------------------------------------
+
+def write_lease(leases: str, holder: str, diff_ids: Collection[str]) -> tuple[str, int]:
+    """With the store's lock held: a new lease in the directory `leases` on
+    the layers `diff_ids`, kept while the file `holder` exists.  Returns
+    its path and a descriptor flocking it, which keeps it even before
+    `holder` exists: close it once `holder` is written."""
+    os.makedirs(leases, mode=0o700, exist_ok=True)
+    path = os.path.join(leases, uuid.uuid4().hex + _LEASE_SUFFIX)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, json.dumps({"holder": holder, "diff_ids": list(diff_ids)}).encode())
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    return path, fd
+
+
+def drop_lease(path: str) -> list[str]:
+    """With the store's lock held: delete the lease `path` (unless it is
+    gone); the diff_ids it held."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    try:
+        lease = _read_lease(fd)
+    finally:
+        os.close(fd)
+    os.unlink(path)
+    return [] if lease is None else lease["diff_ids"]
+
+
+def leased(leases: str) -> set[str]:
+    """With the store's lock held: the diff_ids the leases in the directory
+    `leases` hold.  A lease whose holder file is gone, and that no live
+    process is still setting up, is deleted: its container was removed, or
+    its state went with a reboot."""
+    held: set[str] = set()
+    try:
+        entries = list(os.scandir(leases))
+    except FileNotFoundError:
+        return held
+    for entry in entries:
+        if not entry.name.endswith(_LEASE_SUFFIX):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:      # deleted by hand
+            continue
+        try:
+            lease = _read_lease(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:     # its container is starting
+                starting = True
+            else:
+                starting = False
+        finally:
+            os.close(fd)
+        if lease is not None and (starting or os.path.lexists(lease["holder"])):
+            held.update(lease["diff_ids"])
+        elif not starting:
+            # Its holder is gone, or (leases are written with the lock
+            # held) its writer died before it was whole.
+            os.unlink(entry.path)
+    return held
+
+
+def _read_lease(fd: int) -> dict | None:
+    """The lease open at `fd`, or None if it is not one."""
+    try:
+        with os.fdopen(os.dup(fd), "rb") as f:
+            lease = json.load(f)
+        if isinstance(lease["holder"], str) and all(isinstance(d, str) for d in lease["diff_ids"]):
+            return lease
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None

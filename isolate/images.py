@@ -18,9 +18,11 @@ Layout of a store's root directory::
                                    extracted; flocked by the importer
     tmp/trash-XXXX/                layers being deleted, flocked by the deleter
     tmp/record-XXXX.json           a record being written (under the lock)
+    leases/<uuid>.json             a detached container's lease on its layers
+                                   (below), kept while its state record exists
     lock                           flock(2)ed (exclusive) around every change to
                                    images/, every deletion from layers/ and
-                                   every creation in tmp/
+                                   every creation in tmp/ and leases/
 
 Concurrency: any number of processes may import and remove at once.
 - A layer is extracted without the lock (the slow part) into the import's
@@ -56,6 +58,19 @@ running containers.  The protocol, between a container and a collection:
   flock(): after locking, the container checks that the layer path still
   names the directory it holds (same st_dev and st_ino); if not, the
   image was removed meanwhile and the container cannot start.
+
+A detached container (``isolate run -d``) outlives the process that holds
+those flocks, so it holds its layers with a lease instead
+(isolate.layer_leases), as Docker keeps an image's layers until its last
+container is removed:
+- Before it starts, a lease file in leases/ names the container's state
+  record (the "holder") and its diff_ids; the starter flocks it until the
+  record is written.  Taking it (with the lock held) checks every layer is
+  still there.
+- A collection spares every layer a lease names while its holder file
+  exists or its starter holds its flock; a lease with neither goes (the
+  container's record was removed, or went with a reboot's /run).
+- ``isolate rm`` drops the lease and collects the layers only it kept.
 """
 from __future__ import annotations
 
@@ -69,7 +84,8 @@ import attrs
 
 from .errors import ImageError
 from .image_archive import ArchiveImage, LayerBlob, check_platform, read_archive
-from .image_leases import WorkDir, collect_layer, locked, scan
+from .image_budget import DEFAULT_MAX_RATIO, DEFAULT_RATIO_FLOOR, ExpansionLimits, ImportBudget
+from .image_leases import WorkDir, collect_layer, drop_lease, leased, locked, scan, write_lease
 from .image_records import Record, Records
 from .image_ref import canonical_name, is_reference, names_include
 from .image_user import home_dir, resolve_user
@@ -195,18 +211,37 @@ class _Progress:
 
 class ImageStore:
     """Images imported from archives, stored under `root` (created if
-    missing); see the module's docstring for the layout."""
+    missing); see the module's docstring for the layout.
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    max_ratio, ratio_floor, max_import_size: how far an import's layers
+    may expand (isolate.image_budget): each layer's uncompressed tar, and
+    all of an import's together, to at most `max_ratio` (default 100)
+    times their stored size or `ratio_floor` (default "256M") bytes,
+    whichever is more, and to `max_import_size` bytes in all (default:
+    no such limit), kept as `limits`.  ImageError past them; ConfigError
+    for a bad value, and ImageError for a root that cannot be made, both
+    before anything is written.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, max_ratio: float = DEFAULT_MAX_RATIO,
+                 ratio_floor: int | str = DEFAULT_RATIO_FLOOR,
+                 max_import_size: int | str | None = None) -> None:
         self.root = os.path.abspath(os.fspath(root))
+        self.limits = ExpansionLimits(max_ratio, ratio_floor, max_import_size)
         self._layers = os.path.join(self.root, "layers", "sha256")
         self._tmp = os.path.join(self.root, "tmp")
+        self._leases = os.path.join(self.root, "leases")
         self._lock = os.path.join(self.root, "lock")
         self._records = Records(os.path.join(self.root, "images"), self._tmp)
-        _private_dir(os.path.dirname(self._layers))
-        for path in (self._layers, self._records.directory):
-            os.makedirs(path, mode=0o755, exist_ok=True)
-        _private_dir(self._tmp)
+        try:
+            _private_dir(os.path.dirname(self._layers))
+            for path in (self._layers, self._records.directory):
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            for path in (self._tmp, self._leases):
+                _private_dir(path)
+        except OSError as exc:
+            raise ImageError(f"ImageStore root {self.root}: cannot make {exc.filename}: "
+                             f"{exc.strerror}") from None
 
     def __repr__(self) -> str:
         return f"ImageStore({self.root!r})"
@@ -276,6 +311,25 @@ class ImageStore:
             trash = self._collect()
         trash.drop()
 
+    def lease(self, holder: str, diff_ids: Sequence[str]) -> tuple[str, int]:
+        """Keep the layers `diff_ids`, whatever happens to their images,
+        while the file `holder` (a detached container's state record)
+        exists, until end_lease().  Returns the lease's path and a
+        descriptor that keeps it before `holder` exists: close it once
+        `holder` is written.  ImageError if a layer is gone already."""
+        with locked(self._lock):
+            for diff_id in diff_ids:
+                if not os.path.isdir(self._layer_path(diff_id)):
+                    raise ImageError(f"{self.root}: layer {diff_id} is gone (its image was removed)")
+            return write_lease(self._leases, holder, diff_ids)
+
+    def end_lease(self, path: str) -> None:
+        """Drop the lease `path` (from lease()), then delete the layers
+        that only it kept."""
+        with locked(self._lock):
+            trash = self._collect(drop_lease(path))
+        trash.drop()
+
     def gc(self) -> None:
         """Delete the layers no image (and no container) uses and what
         processes that died left in tmp/ (remove() and failed imports do
@@ -288,6 +342,7 @@ class ImageStore:
 
     def _import(self, image: ArchiveImage, progress: Callable[[int, int], None] | None) -> Image:
         meter = _Progress(progress, sum(blob.size for blob in image.layers))
+        budget = ImportBudget(self.limits, image.source, image.layers)
         with locked(self._lock):
             lease = WorkDir.create(self._tmp, "import-")
             try:
@@ -298,7 +353,7 @@ class ImageStore:
         added: list[str] = []
         try:
             for blob in image.layers:
-                self._store_layer(blob, lease.path, meter, added)
+                self._store_layer(blob, lease.path, meter, budget, added)
             with locked(self._lock):
                 for diff_id in image.diff_ids:
                     if not os.path.isdir(self._layer_path(diff_id)):
@@ -314,7 +369,8 @@ class ImageStore:
         meter.finish()
         return self._image(record)
 
-    def _store_layer(self, blob: LayerBlob, work: str, meter: _Progress, added: list[str]) -> None:
+    def _store_layer(self, blob: LayerBlob, work: str, meter: _Progress, budget: ImportBudget,
+                     added: list[str]) -> None:
         """Extract `blob` into layers/ unless it is there already."""
         target = self._layer_path(blob.diff_id)
         if os.path.isdir(target):
@@ -324,7 +380,7 @@ class ImageStore:
         os.mkdir(dest)
         try:
             os.chmod(dest, 0o755)       # the layer's root (not the umask's)
-            blob.extract(dest, on_read=meter.add)
+            blob.extract(dest, on_read=meter.add, on_expand=budget.counter(blob))
             try:
                 os.rename(dest, target)
             except OSError as exc:
@@ -368,12 +424,13 @@ class ImageStore:
     def _collect(self, diff_ids: Iterable[str] | None = None, own: str | None = None) -> WorkDir:
         """With the lock held: move the layers `diff_ids` (default: every
         stored one) that no record references, no import in progress but
-        `own` needs and no container holds into a new trash directory,
+        `own` needs, no lease keeps and no container holds into a new trash directory,
         with what dead processes left in tmp/; returns the trash, for the
         caller to drop() once unlocked."""
         trash = WorkDir.create(self._tmp, "trash-")
         try:
-            used = scan(self._tmp, trash.path, exclude={trash.path, own}) | self._records.used_layers()
+            used = (scan(self._tmp, trash.path, exclude={trash.path, own})
+                    | self._records.used_layers() | leased(self._leases))
             if diff_ids is None:
                 diff_ids = ["sha256:" + entry for entry in os.listdir(self._layers)]
             for diff_id in diff_ids:
@@ -394,6 +451,19 @@ class ImageStore:
 
     def _layer_path(self, diff_id: str) -> str:
         return os.path.join(self._layers, diff_id.removeprefix("sha256:"))
+
+
+def store_layer(path: str) -> tuple[str, str] | None:
+    """(store root, diff_id) when `path` is a layer directory of an
+    ImageStore (``ROOT/layers/sha256/HEX``), else None."""
+    layers, name = os.path.split(os.path.abspath(path))
+    if (os.path.basename(layers) != "sha256" or os.path.basename(os.path.dirname(layers)) != "layers"
+            or not re.fullmatch(r"[0-9a-f]{64}", name)):
+        return None
+    root = os.path.dirname(os.path.dirname(layers))
+    if not os.path.isdir(os.path.join(root, "images")):
+        return None
+    return root, "sha256:" + name
 
 
 def _private_dir(path: str) -> None:

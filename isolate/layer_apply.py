@@ -4,9 +4,14 @@
 A layer tar is untrusted: `extract` resolves every path from a descriptor of
 the destination, one component at a time, never following a symlink, so no
 entry reaches outside the destination whatever symlinks earlier entries
-planted; a layer cannot forge overlay metadata through PAX xattrs; and the
+planted; a layer cannot forge overlay metadata through PAX xattrs; the
 work an entry costs is bounded by its depth, which is capped, so a small
-tar cannot keep an extraction busy for long.
+tar cannot keep an extraction busy for long; and a sparse file's holes stay
+holes, so what is written is bounded by the tar's size.
+
+A caller that cannot make device nodes (rootless) skips them with a
+warning, as rootless podman does: a base image made by debootstrap has
+/dev/full and the like, and the container gets a /dev of its own anyway.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import os
 import shutil
 import stat
 import tarfile
+import warnings
 from collections.abc import Callable
 from decimal import Decimal
 from typing import BinaryIO, TypeVar, cast
@@ -30,6 +36,9 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _NS = 1_000_000_000
 # Longer entry names are cut short in messages: a refused one may be huge.
 _SHOWN_CHARS = 200
+# A warning names this many skipped device nodes, then counts the rest.
+_SHOWN_DEVICES = 5
+_COPY_CHUNK = 1 << 20
 
 # A step of a path walk: a handle on a directory, never on what a symlink
 # points to (O_NOFOLLOW on the last component of a one-component path).
@@ -140,6 +149,7 @@ class _Applier:
         # directory drops its subtree in one step.
         self.top: dict[str, _Dir] = {}
         self.root_opaque = False
+        self.skipped_devices: list[str] = []
 
     def error(self, message: str) -> LayerError:
         where = ""
@@ -155,10 +165,20 @@ class _Applier:
                 self.apply(tar, member)
         self.finish_dirs()
         self.entry = None  # what follows is no entry's doing
+        self.warn_skipped()
         # Read the end-of-archive padding too, so a digest of the stream
         # covers the whole blob.
         while stream.read(1 << 16):
             pass
+
+    def warn_skipped(self) -> None:
+        if not self.skipped_devices:
+            return
+        shown = ", ".join(self.skipped_devices[:_SHOWN_DEVICES])
+        more = len(self.skipped_devices) - _SHOWN_DEVICES
+        warnings.warn(f"layer {self.name}: skipped {len(self.skipped_devices)} device node(s), "
+                      f"which cannot be created without CAP_MKNOD (rootless): {shown}"
+                      + (f" and {more} more" if more > 0 else ""))
 
     def undo(self) -> None:
         for child in os.listdir(self.root_fd):
@@ -191,6 +211,8 @@ class _Applier:
             self.make_opaque(parts[:-1])
         elif base.startswith(WHITEOUT_PREFIX):
             self.whiteout(parts[:-1], base[len(WHITEOUT_PREFIX):])
+        elif (member.ischr() or member.isblk()) and not self.privileged:
+            self.skipped_devices.append(member.name)
         else:
             self.check_kind(member)
             parent, subdirs = self.walk(parts[:-1], create=True)
@@ -211,9 +233,6 @@ class _Applier:
         if not (member.isreg() or member.isdir() or member.issym() or member.islnk()
                 or member.isfifo() or member.ischr() or member.isblk()):
             raise self.error(f"unsupported entry type {member.type!r}")
-        if (member.ischr() or member.isblk()) and not self.privileged:
-            raise self.error(f"device node {member.name!r} cannot be created "
-                             "without CAP_MKNOD (rootless)")
 
     def walk(self, parts: list[str], *, create: bool) -> tuple[int, dict[str, _Dir]]:
         """An O_PATH descriptor of the directory `parts` below dest, reached
@@ -310,7 +329,10 @@ class _Applier:
         with open(fd, "wb") as out:
             source = tar.extractfile(member)
             assert source is not None  # a regular file always has content
-            shutil.copyfileobj(source, out)
+            if member.sparse is None:
+                shutil.copyfileobj(source, out)
+            else:
+                self.copy_sparse(source, out, member)
             out.flush()
             # chown before xattrs (it drops security.capability) and before
             # chmod (it drops setuid bits); user.* xattrs need a writable mode.
@@ -320,6 +342,31 @@ class _Applier:
             os.fchmod(fd, self.mode(member))
             ns = _mtime_ns(member)
             os.utime(fd, ns=(ns, ns))
+
+    def copy_sparse(self, source: BinaryIO, out: BinaryIO, member: tarfile.TarInfo) -> None:
+        """Write a sparse member's data extents only, its holes as holes:
+        reading it whole would write every zero a few tar bytes describe.
+        The buffered `source` cannot seek on a stream: its raw file can
+        (forward, over the holes it would otherwise fill with zeros)."""
+        logical = source.raw    # type: ignore[attr-defined]
+        end = 0
+        for offset, size in member.sparse or ():
+            if offset < end or size < 0 or offset + size > member.size:
+                raise self.error(f"sparse map extent ({offset}, {size}) overlaps another or "
+                                 f"lies beyond the file's {member.size} bytes")
+            logical.seek(offset)
+            out.seek(offset)
+            self.copy_exactly(logical, out, size)
+            end = offset + size
+        out.truncate(member.size)
+
+    def copy_exactly(self, source: BinaryIO, out: BinaryIO, size: int) -> None:
+        while size:
+            data = source.read(min(size, _COPY_CHUNK))
+            if not data:
+                raise self.error("the tar ends inside a sparse file's data")
+            out.write(data)
+            size -= len(data)
 
     def make_dir(self, member: tarfile.TarInfo, parent: int, subdirs: dict[str, _Dir], base: str,
                  exists: bool) -> None:

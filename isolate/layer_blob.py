@@ -52,18 +52,22 @@ class LayerBlob:
         with self.opener() as raw:
             yield io.BufferedReader(_SizedReader(raw, self.size, self.location), _CHUNK)
 
-    def extract(self, dest: str, *, on_read: Callable[[int], None] | None = None) -> None:
+    def extract(self, dest: str, *, on_read: Callable[[int], None] | None = None,
+                on_expand: Callable[[int], None] | None = None) -> None:
         """Apply this layer to the existing empty directory `dest`,
         verifying its digest and diff_id as it streams.
 
-        on_read(n) is called as each n stored bytes are read.  Raises
+        on_read(n) is called as each n stored bytes are read, on_expand(n)
+        as each n bytes of the uncompressed tar are (an ImageError it
+        raises stops the extraction, as a bad digest does).  Raises
         ImageError on a digest mismatch (also when that is why the tar is
         unreadable), LayerError when the layer cannot be applied; either
         way `dest` is left empty.
         """
         with self.open() as raw:
             stored = _HashingReader(raw, on_read)
-            plain = _HashingReader(layer_apply.open_compressed(io.BufferedReader(stored, _CHUNK)))
+            plain = _HashingReader(layer_apply.open_compressed(io.BufferedReader(stored, _CHUNK)),
+                                   on_expand)
             try:
                 layer_apply.extract(io.BufferedReader(plain, _CHUNK), dest, name=self.location)
             except LayerError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from . import _sys, cgroups
+from . import _sys, cgroups, layer_leases
 from ._stdio import DEVNULL
 from .config import Config
 from .container import CompletedProcess, Container, exec_in
@@ -37,16 +37,19 @@ def start_detached(states: StateDir, name: str, args: Sequence[str], config: Con
     """
     _check_free(states, name)
     log_path = log_file(states, name)
-    with open(log_path, "ab") as log:
-        # It must survive us: no parent-death signal.
-        detached = attrs.evolve(config, die_with_parent=False)
-        container = Container(args, config=detached, stdin=DEVNULL, stdout=log, stderr=log)
-        process = container.start()
-    record = ContainerState.for_process(name, process.pid, container.args, container.config)
-    if container.cgroup is not None:
-        # It outlives us, limits and all, until `rm` removes it.
-        record.config["cgroups"] = container.cgroup.directories()
-    states.save(record)
+    # Its image's layers stay until `rm`, whatever `rmi` does meanwhile.
+    with layer_leases.leasing(states.path(name), config.rootfs) as leases:
+        with open(log_path, "ab") as log:
+            # It must survive us: no parent-death signal.
+            detached = attrs.evolve(config, die_with_parent=False)
+            container = Container(args, config=detached, stdin=DEVNULL, stdout=log, stderr=log)
+            process = container.start()
+        record = ContainerState.for_process(name, process.pid, container.args, container.config)
+        if container.cgroup is not None:
+            # It outlives us, limits and all, until `rm` removes it.
+            record.config["cgroups"] = container.cgroup.directories()
+        record.config[layer_leases.RECORD_KEY] = leases
+        states.save(record)
     return record
 
 
@@ -85,6 +88,7 @@ def remove_named(states: StateDir, name: str, force: bool = False) -> None:
         kill_named(states, name)
     states.remove(name, force=force)
     cgroups.remove_directories(record.config.get("cgroups", []))
+    layer_leases.release(record.config)
     try:
         os.unlink(log_file(states, name))
     except FileNotFoundError:

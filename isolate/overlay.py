@@ -86,7 +86,8 @@ class Overlay:
 
     lower: directories, the first at the bottom; each must exist.
     upper: a directory for the changes, kept after the container (created
-        if missing); None: a tmpfs that is thrown away with the container.
+        0700 if missing, see `prepare`); None: a tmpfs that is thrown away
+        with the container.
     work: overlayfs's work directory, on the same filesystem as `upper`
         and empty (or holding only what overlayfs left there); defaults to
         "<upper>.work", so that two uppers side by side never share one.
@@ -159,12 +160,20 @@ class Overlay:
                                   "directory without mounts beneath, or (as root) namespaces without 'user'")
 
     def prepare(self) -> None:
-        """Create a persistent upper and its work directory if missing."""
+        """Create a persistent upper and its work directory if missing,
+        both 0700; an existing one keeps its mode.
+
+        The container's root may make setuid files in the upper (setuid
+        root, for a root caller): no other host user may reach them.  The
+        upper is also the container's "/", whose mode it shows: a workload
+        running as another user needs an upper the caller made searchable
+        (0755) inside a directory only the caller can enter."""
         if self.upper is None:
             return
-        for path, mode in ((self.upper, 0o755), (self.work, 0o700)):
+        for path in (self.upper, self.work):
             if not os.path.isdir(path):
-                os.mkdir(path, mode)   # its parent was checked when the Overlay was made
+                os.mkdir(path, 0o700)   # its parent was checked when the Overlay was made
+                os.chmod(path, 0o700)   # whatever the umask is
         _check_same_filesystem(self.upper, self.work)
 
     def diff(self, out: str | os.PathLike | None = None, *,

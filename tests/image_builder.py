@@ -111,6 +111,32 @@ def opaque(path: str) -> Entry:
     return file(f"{path.rstrip('/')}/.wh..wh..opq", mode=0)
 
 
+def sparse(path: str, extents: Sequence[tuple[int, bytes]], size: int, version: str = "1.0") -> Entry:
+    """A sparse regular file of `size` bytes holding only `extents`
+    ((offset, data) pairs), in the PAX sparse format 0.1 (map in a PAX
+    record) or 1.0 (map in the data area), as GNU tar writes them."""
+    data = b"".join(chunk for _, chunk in extents)
+    numbers = [n for offset, chunk in extents for n in (offset, len(chunk))]
+    if version == "0.1":
+        entry = file(path, data)
+        entry.info.pax_headers = {"GNU.sparse.size": str(size), "GNU.sparse.numblocks": str(len(extents)),
+                                  "GNU.sparse.map": ",".join(map(str, numbers))}
+        return entry
+    sparse_map = "".join(f"{n}\n" for n in [len(extents)] + numbers).encode()
+    sparse_map += b"\0" * (-len(sparse_map) % tarfile.BLOCKSIZE)
+    entry = file(f"GNUSparseFile.0/{path}", sparse_map + data)
+    entry.info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                              "GNU.sparse.name": path, "GNU.sparse.realsize": str(size)}
+    return entry
+
+
+def device(path: str, major: int, minor: int, kind: bytes = tarfile.CHRTYPE) -> Entry:
+    """A character (or block) device node, as debootstrap's /dev holds."""
+    info = _info(path, kind, 0o666)
+    info.devmajor, info.devminor = major, minor
+    return Entry(info)
+
+
 def raw(info: tarfile.TarInfo, data: bytes = b"") -> Entry:
     """Any entry, written exactly as given (no parent directories added):
     for malicious layers ("../escape")."""
