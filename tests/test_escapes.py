@@ -140,7 +140,9 @@ def test_joining_process_unreachable():
     the caller's memory until it execs.  A process inside, with every
     capability, scans /proc for it all along: it must never get at its
     memory (the caller holds its memory undumpable meanwhile)."""
-    with isolate.Container([PYTHON, "-c", SCANNER, "8", PYTHON], stdout=isolate.PIPE,
+    # The scanner is a Python the container has (the caller's may be in a
+    # hidden home); it looks for processes running the caller's.
+    with isolate.Container([INNER_PYTHON, "-c", SCANNER, "8", PYTHON], stdout=isolate.PIPE,
                            capabilities="ALL") as c:
         assert c.process.stdout.readline() == b"ready\n"
         for _ in range(150):
@@ -352,7 +354,7 @@ def _tiocsti_from_container(**config) -> str:
         code = ("import fcntl, termios\n"
                 "try:\n    fcntl.ioctl(0, termios.TIOCSTI, b'x'); print('injected')\n"
                 "except OSError as e:\n    print(e.errno)\n")
-        r = isolate.run([PYTHON, "-c", code], stdin=tty, capture_output=True, text=True,
+        r = isolate.run([INNER_PYTHON, "-c", code], stdin=tty, capture_output=True, text=True,
                         timeout=RUN_TIMEOUT, **config)
         return r.stdout.strip()
     return unwrap(run_in_fork(body))

@@ -12,13 +12,13 @@ import pytest
 
 import isolate
 from conftest import (
-    PYTHON,
     RUN_TIMEOUT,
     host_mountinfo,
     host_ns,
     marker,
     require,
 )
+from test_escapes import INNER_PYTHON
 
 ALL_NAMESPACES = ("user", "mount", "pid", "uts", "ipc", "net", "cgroup", "time")
 # isolate namespace name -> /proc/PID/ns/ link name
@@ -201,7 +201,7 @@ def test_loopback_tcp_works_inside():
         "c = socket.create_connection(s.getsockname(), timeout=5)\n"
         "a, _ = s.accept(); c.sendall(b'ping'); print(a.recv(4).decode())\n"
     )
-    r = isolate.run([PYTHON, "-c", script], capture_output=True, timeout=RUN_TIMEOUT)
+    r = isolate.run([INNER_PYTHON, "-c", script], capture_output=True, timeout=RUN_TIMEOUT)
     assert (r.returncode, r.stdout) == (0, b"ping\n"), r.stderr
 
 
@@ -218,7 +218,7 @@ def test_host_listener_unreachable():
         "sys.exit(1)\n"
     )
     try:
-        r = isolate.run([PYTHON, "-c", script], timeout=RUN_TIMEOUT)
+        r = isolate.run([INNER_PYTHON, "-c", script], timeout=RUN_TIMEOUT)
     finally:
         srv.close()
     assert r.returncode == 0, "connected to a host loopback listener from inside"
