@@ -58,6 +58,7 @@ CALLS: dict[str, tuple] = {
     "socket_vsock": ("x86_64", 41, AF_VSOCK, SOCK_STREAM, 0),
     "socket_alg": ("x86_64", 41, AF_ALG, SOCK_SEQPACKET, 0),
     "socket_alg_upper_bits": ("x86_64", 41, UPPER | AF_ALG, SOCK_SEQPACKET, 0),
+    "socket_vsock_upper_bits": ("x86_64", 41, UPPER | AF_VSOCK, SOCK_STREAM, 0),
     "socket_inet": ("x86_64", 41, AF_INET, SOCK_STREAM, 0),
     "socket_unix": ("x86_64", 41, AF_UNIX, SOCK_STREAM, 0),
     "personality_exec": ("x86_64", 135, READ_IMPLIES_EXEC),
@@ -86,6 +87,7 @@ CALLS: dict[str, tuple] = {
 
 EXPECTED = {
     "socket_vsock": "EPERM", "socket_alg": "EPERM", "socket_alg_upper_bits": "EPERM",
+    "socket_vsock_upper_bits": "EPERM",
     "socket_inet": "ok", "socket_unix": "ok",
     "personality_exec": "EPERM", "personality_norandom": "EPERM",
     "personality_upper_bits": "EPERM", "personality_query": "ok",
