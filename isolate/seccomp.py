@@ -712,9 +712,12 @@ _ALLOWED: tuple[str, ...] = (
     "breakpoint", "cacheflush", "set_tls",
 )
 
-#: Allowed too when the container keeps the capability (as in Docker; also
-#: pivot_root and unshare with SYS_ADMIN: Docker allows unshare to all, but
-#: a namespace is of no use without the capability the set leaves out).
+#: Allowed too when the container keeps the capability, as in Docker, but
+#: for three: pivot_root is allowed with SYS_ADMIN too; unshare needs it,
+#: as clone's namespace flags do (Docker allows unshare to all, and so every
+#: capability over a new user namespace, a large kernel surface); and
+#: process_vm_readv/writev need SYS_PTRACE (Docker allows them to all on
+#: kernels from 4.8, with ptrace).
 _ALLOWED_WITH: dict[str, tuple[str, ...]] = {
     "SYS_ADMIN": (
         "bpf", "fanotify_init", "fsconfig", "fsmount", "fsopen", "fspick", "lookup_dcookie",
