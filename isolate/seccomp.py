@@ -529,14 +529,14 @@ def _prelude(profile: Seccomp, tokens: tuple[int, ...], first: list[Rule], front
     newer = profile.newer_action
     code: list[_Insn] = [(_LD_W_ABS, _ARCH_OFFSET, None, None)]
     for index, token in enumerate(tokens):
-        other = f"arch{index + 1}"
+        other, main = f"arch{index + 1}", f"main{index}"   # main: within a jump's reach
         code += [(_JEQ_K, token, None, other), (_LD_W_ABS, _NR_OFFSET, None, None)]
         if token == ARCHES["x86_64"]:
-            code.append((_JGE_K, _X32_BIT, "main", None))
+            code.append((_JGE_K, _X32_BIT, main, None))
         if newer is not None:
             code += _newer_checks(_newer_ranges(profile, token), f"known{index}")
         code += [(_JEQ_K, number, "front", None) for number in _numbers(first, token)]
-        code += [(_JA, "main"), ("label", other)]
+        code += [("label", main), (_JA, "main"), ("label", other)]
     code.append((_JA, "main"))                  # another architecture: the main program kills
     if newer is not None:
         code += [("label", "newer"), (_RET_K, newer.value, None, None)]
@@ -605,7 +605,7 @@ def _assemble(code: list[_Insn], outside: dict[str, int]) -> bytes:
         op, k, true, false = insn
         jumps = [0 if place is None else places[place] - here for place in (true, false)]
         if max(jumps) > 255:
-            raise ConfigError(FIELD, "too many ranges of system calls newer than the profile")
+            raise ConfigError(FIELD, "the filter's prelude is too long for a jump of classic BPF")
         program.append(struct.pack("=HBBI", op, *jumps, k))
     return b"".join(program)
 
