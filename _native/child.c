@@ -52,6 +52,17 @@ static int close_keep_errno(int fd, int rc)
     return rc;
 }
 
+/* openat2(O_PATH | flags) of `path` in the root, as if it were "/". */
+static int open_in_root(const struct steps_state *st, const char *path, int flags,
+                        unsigned long long resolve)
+{
+    struct open_how how = {
+        .flags = O_PATH | O_CLOEXEC | (unsigned)flags,
+        .resolve = RESOLVE_IN_ROOT | resolve,
+    };
+    return (int)syscall(SYS_openat2, st->root_fd, path, &how, sizeof how);
+}
+
 /* An O_PATH fd for `path`: resolved inside the root when relative, so that
  * "..", absolute symlinks and magic links cannot leave it (the runc
  * CVE-2021-30465 class: a symlink swapped in as a mount target). */
@@ -59,11 +70,16 @@ static int open_path(const struct steps_state *st, const char *path)
 {
     if (path[0] == '/')
         return open(path, O_PATH | O_CLOEXEC);
-    struct open_how how = {
-        .flags = O_PATH | O_CLOEXEC,
-        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    return (int)syscall(SYS_openat2, st->root_fd, path, &how, sizeof how);
+    return open_in_root(st, path, 0, RESOLVE_NO_MAGICLINKS);
+}
+
+/* An O_PATH fd for `path` exactly where it is named in the root: no
+ * symlink at all on the way.  Special mounts and masks use it: a /proc that
+ * is a symlink would put proc at another place, where a later mount can
+ * hide it from the masks (runc CVE-2019-19921, CVE-2023-28642). */
+static int open_exact(const struct steps_state *st, const char *path, int flags)
+{
+    return open_in_root(st, path, flags, RESOLVE_NO_SYMLINKS);
 }
 
 /* The directory holding `path` (resolved as open_path does), and a pointer
@@ -88,14 +104,26 @@ static int open_parent(const struct steps_state *st, const char *path, const cha
     return open_path(st, len ? parent : "/");
 }
 
-/* mount(2) onto a resolved fd: it has no *at form, but mounting on "."
- * after fchdir(fd) lands on exactly that directory. */
+/* mount(2) onto a resolved fd: it has no *at form, but the fd's magic link
+ * in /proc/self/fd (the host's /proc: the root is not pivoted yet) lands on
+ * exactly that directory, and unlike a chdir into it needs no permission
+ * to search it: a container without the host's root ids still mounts over
+ * the host's /root (0700). */
 static int mount_on_fd(const char *source, int fd, const char *fstype,
                        unsigned long flags, const char *data)
 {
-    if (fchdir(fd) < 0)
-        return -1;
-    return mount(source, ".", fstype, flags, data);
+    static const char prefix[] = "/proc/self/fd/";
+    char path[sizeof prefix + 10], digits[10];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + fd % 10);
+        fd /= 10;
+    } while (fd > 0);
+    memcpy(path, prefix, sizeof prefix - 1);
+    for (int i = 0; i < n; i++)
+        path[sizeof prefix - 1 + i] = digits[n - 1 - i];
+    path[sizeof prefix - 1 + n] = 0;
+    return mount(source, path, fstype, flags, data);
 }
 
 /* Bind host path `source` onto a resolved fd (a file or a directory):
@@ -115,7 +143,7 @@ static int do_mount(const struct iso_step *s, const struct steps_state *st)
 {
     if (s->b[0] == '/')
         return mount(s->a, s->b, s->c, s->num, s->d);
-    int fd = open_path(st, s->b);
+    int fd = s->num2 ? open_exact(st, s->b, O_DIRECTORY) : open_path(st, s->b);
     if (fd < 0)
         return -1;
     int rc = (s->num & MS_BIND) ? bind_on_fd(s->a, fd, (s->num & MS_REC) != 0)
@@ -177,13 +205,15 @@ static int do_open_root(const struct iso_step *s, struct steps_state *st)
  * tmpfs.  The /dev/null is the host's (the namespace's "/" is still the
  * host's root here), never a path inside the container's root, which its
  * owner could have replaced by a symlink to something worth unmasking (the
- * runc CVE-2025-31133 class). */
+ * runc CVE-2025-31133 class).  b itself is resolved without symlinks and
+ * must exist: the plan holds only paths this root shows, so a missing one
+ * means a tampered root, and skipping it would leave the real one bare. */
 static int do_mask(const struct iso_step *s, const struct steps_state *st)
 {
     struct stat info;
-    int fd = open_path(st, s->b);
+    int fd = open_exact(st, s->b, 0);
     if (fd < 0)
-        return errno == ENOENT ? 0 : -1;
+        return -1;
     int rc = fstat(fd, &info);
     if (rc == 0 && S_ISDIR(info.st_mode))
         rc = mount_on_fd("tmpfs", fd, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0");
@@ -193,12 +223,12 @@ static int do_mask(const struct iso_step *s, const struct steps_state *st)
 }
 
 /* Bind b on itself read-only: clone its tree, make the clone read-only,
- * attach it where it was. */
+ * attach it where it was.  b is found as do_mask finds it. */
 static int do_readonly(const struct iso_step *s, const struct steps_state *st)
 {
-    int fd = open_path(st, s->b);
+    int fd = open_exact(st, s->b, 0);
     if (fd < 0)
-        return errno == ENOENT ? 0 : -1;
+        return -1;
     int tree = (int)syscall(SYS_open_tree, fd, "",
                             OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
     int rc = tree < 0 ? -1 : 0;

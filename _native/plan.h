@@ -11,15 +11,16 @@
  * RESOLVE_IN_ROOT): a symlink in a root filesystem can never lead a mount
  * or a new file outside it. */
 enum iso_op {
-    ISO_OP_MOUNT = 1,      /* mount(a, b, c, num, d) */
+    ISO_OP_MOUNT = 1,      /* mount(a, b, c, num, d); with num2 set, b must be a directory
+                              at exactly that path in the root, no symlink on the way */
     ISO_OP_SETATTR,        /* mount_setattr(b, AT_RECURSIVE if num2, attr_set=num) */
     ISO_OP_MKDIR,          /* mkdir(b, num); EEXIST is fine */
     ISO_OP_MKFILE,         /* create an empty file b (mode num); EEXIST is fine */
     ISO_OP_SYMLINK,        /* symlink(a, b) */
     ISO_OP_OPEN_ROOT,      /* open directory b as the root that relative paths resolve in */
     ISO_OP_MASK,           /* hide b: /dev/null over a file, an empty read-only tmpfs over a
-                              directory; a missing b is fine */
-    ISO_OP_READONLY,       /* bind b on itself, read-only (recursively); a missing b is fine */
+                              directory; b is resolved without symlinks and must exist */
+    ISO_OP_READONLY,       /* bind b on itself, read-only (recursively); b as for ISO_OP_MASK */
     ISO_OP_PIVOT,          /* pivot_root into the root (ISO_OP_OPEN_ROOT), detach the old one */
     ISO_OP_SETHOSTNAME,    /* sethostname(a) */
     ISO_OP_LOOPBACK_UP,    /* bring interface "lo" up */

@@ -189,6 +189,10 @@ class Config:
     join: tuple[Namespace, ...] = attrs.field(default=(), converter=_join)
     limits: CgroupLimit | None = attrs.field(default=None, converter=_limits)
     cgroup_parent: str | None = attrs.field(default=None, converter=_cgroup_parent)
+    # With the host's root, /home, /root and the caller's home are empty
+    # tmpfs; True binds the caller's home (its passwd entry's, else $HOME)
+    # read-only at its own path.
+    expose_home: bool = attrs.field(default=False, converter=bool)
     # Derived once (the class is frozen): asked for on every spawn.
     _created: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
     _key: tuple = attrs.field(init=False, eq=False, repr=False)
