@@ -34,10 +34,12 @@ except ImportError:  # pragma: no cover - hypothesis is a test dependency
 
 CI = os.environ.get("CI") == "true"
 
-#: The interpreter to run inside containers.  sys.executable may be a venv
-#: under /tmp, which the container's private /tmp hides; the real binary
-#: it links to is visible through the read-only host root.
-PYTHON = os.path.realpath(sys.executable)
+#: The interpreter to run inside containers: the host root's own.
+#: sys.executable may be a venv under /tmp (the container's /tmp is
+#: private) or an interpreter under /root or /home (pyenv), which a default
+#: container hides.
+PYTHON = os.path.realpath("/usr/bin/python3") if os.path.exists("/usr/bin/python3") \
+    else os.path.realpath(sys.executable)
 
 #: Generous bound for any single container run, only there to avoid hangs.
 RUN_TIMEOUT = 30.0
