@@ -28,7 +28,7 @@ from typing import Any, Iterator, NoReturn, Optional, Sequence
 from . import named, namespace
 from .config import Config
 from .container import Container
-from .errors import ConfigError, ExecutableNotFound, IsolateError
+from .errors import ConfigError, ExecutableNotFound, ImageError, IsolateError
 from .images import Image, ImageStore
 from .limits import CgroupLimit
 from .mounts import Bind, Tmpfs
@@ -348,10 +348,36 @@ def run_container(command: list[str], config: Config, states: StateDir | None = 
             return returncode
 
 
+def printable(text: object) -> str:
+    """`text` safe for a terminal: every character that is not printable
+    (C0 and C1 controls, DEL, bidi and other format characters, line
+    separators) as a Python-style escape; printable Unicode stays.
+
+    Container-provided text (a command from an image's Cmd, image names,
+    records) goes through this before it reaches the operator's terminal,
+    where ESC, BEL or CR could rewrite the screen or the window title.
+    Undecodable bytes (surrogate escapes from os.fsdecode) show as \\xNN.
+    """
+    return "".join(char if char.isprintable() else _escape(char) for char in str(text))
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:   # os.fsdecode's stand-in for an undecodable byte
+        code -= 0xDC00
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def note(message: object) -> None:
+    """Print ``isolate: MESSAGE`` on stderr, escaped (see printable())."""
+    print(f"{PROG}: {printable(message)}", file=sys.stderr)
+
+
 def error(message: object) -> None:
-    """Print a one-line error on stderr."""
-    text = " ".join(str(message).split())
-    print(f"{PROG}: {text}", file=sys.stderr)
+    """Print a one-line error on stderr (whitespace runs become one space)."""
+    note(" ".join(str(message).split()))
 
 
 def default_store() -> str:
@@ -376,12 +402,35 @@ def import_archive(store: ImageStore, path: str, name: str | None = None) -> Ima
         bar.close()
 
 
+#: Endings that make an --image argument an archive's path, not a stored name.
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz", ".tar.bz2", ".oci")
+
+
+def is_image_path(value: str) -> bool:
+    """Whether --image `value` is clearly a path: absolute, starting with
+    ./ or ../, or ending in an archive suffix.  Anything else (busybox,
+    ghcr.io/org/app:1) is a stored image's name, even if a file of that name
+    lies in the current directory: a shared directory must not decide which
+    image runs."""
+    return (value.startswith(("/", "./", "../")) or value in (".", "..")
+            or value.endswith(ARCHIVE_SUFFIXES))
+
+
 def find_image(args: argparse.Namespace) -> Image:
-    """--image: an archive path is imported first; anything else is looked up."""
+    """--image: a path (is_image_path) is imported first, saying so on
+    stderr; anything else is looked up in the store, quietly, as docker
+    and podman do."""
     store = open_store(args)
-    if os.path.exists(args.image):
+    if is_image_path(args.image):
+        note(f"using image archive {args.image}")
         return import_archive(store, args.image)
-    return store.get(args.image)
+    try:
+        return store.get(args.image)
+    except ImageError as exc:
+        if os.path.exists(args.image):
+            raise ImageError(f"{exc}; to run the archive {args.image!r} in this directory, "
+                             f"write ./{args.image}") from None
+        raise
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -419,8 +468,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
     print(f"{'NAME':<20} {'PID':>8} {'STATUS':<8} {'CREATED':<19} COMMAND")
     for record in StateDir(args.root).list():
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-        print(f"{record.name:<20} {record.pid:>8} {record.status():<8} {created:<19} "
-              f"{' '.join(record.argv)}")
+        print(f"{printable(record.name):<20} {record.pid:>8} {record.status():<8} {created:<19} "
+              f"{printable(' '.join(record.argv))}")
     return 0
 
 
@@ -439,7 +488,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """``isolate import ARCHIVE``: prints the image's id."""
     image = import_archive(open_store(args), args.archive, args.name)
-    print(image.id)
+    print(printable(image.id))
     return 0
 
 
@@ -448,7 +497,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     print(f"{'NAME':<40} {'ID':<19} LAYERS")
     for image in open_store(args).images():
         for name in image.names or ("<none>",):
-            print(f"{name:<40} {image.id[:19]:<19} {len(image.layers)}")
+            print(f"{printable(name):<40} {printable(image.id[:19]):<19} {len(image.layers)}")
     return 0
 
 

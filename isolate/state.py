@@ -16,6 +16,10 @@ while /proc/PID exists, is not a zombie, and started at the recorded time
 Writes are atomic (temp file in the same directory, fsync, rename), so a
 reader sees the old record or the new one, never half of one.  Operations
 that read, decide and write hold an exclusive flock on ``<root>/.lock``.
+
+The directory is opened once and used by descriptor (openat and friends):
+someone who can rename directories on the way to it cannot make a later
+read find a forged record in place of ours.
 """
 from __future__ import annotations
 
@@ -26,22 +30,26 @@ import functools
 import json
 import os
 import re
+import resource
+import secrets
 import stat
-import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import attrs
 
 from .config import Config
 from .errors import ConfigError, IsolateError
 from .overlay import Overlay
+from .seccomp import Action, Arg, Errno, Rule, Seccomp
 
 __all__ = [
     "RUNNING", "STOPPED", "ContainerExists", "ContainerNotFound", "ContainerState",
     "StateDir", "StateError", "boot_id", "check_name", "default_root", "exec_config",
+    "exec_fields",
     "pid_start_time",
 ]
 
@@ -55,6 +63,7 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SUFFIX = ".json"
 _LOCK = ".lock"
+_LOG = ".log"
 
 
 class StateError(IsolateError):
@@ -151,8 +160,9 @@ def exec_config(config: Config) -> dict[str, Any]:
     """The JSON-safe part of an isolate.Config that exec needs later.
 
     env, cwd, user, group, the namespaces the container created (not those
-    it joined), hostname, rootfs and capabilities: what a later
-    ``isolate exec`` runs with.
+    it joined), hostname, rootfs, and the policy a later ``isolate exec``
+    must apply just as the container did: capabilities, no_new_privs,
+    rlimits and seccomp (see exec_fields() for the way back).
     """
     return {
         "env": dict(config.env),
@@ -163,7 +173,60 @@ def exec_config(config: Config) -> dict[str, Any]:
         "hostname": config.hostname,
         "rootfs": config.rootfs if not isinstance(config.rootfs, Overlay) else attrs.asdict(config.rootfs),
         "capabilities": sorted(config.capabilities),
+        "no_new_privs": config.no_new_privs,
+        # None for unlimited: RLIM_INFINITY is -1 in Python, which rlimits refuses.
+        "rlimits": {name: [_limit(soft), _limit(hard)] for name, soft, hard in config.rlimits},
+        "seccomp": (attrs.asdict(config.seccomp) if isinstance(config.seccomp, Seccomp)
+                    else config.seccomp),
     }
+
+
+def _limit(amount: int) -> int | None:
+    return None if amount == resource.RLIM_INFINITY else amount
+
+
+#: What exec_fields() needs in a record: without any of them an exec would
+#: run with less confinement than the container, so it is refused instead.
+_EXEC_FIELDS = ("env", "cwd", "user", "group", "namespaces", "capabilities",
+                "no_new_privs", "rlimits", "seccomp")
+
+
+def exec_fields(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The isolate.Config keywords for an exec, from a record's config
+    (exec_config()'s output, read back from JSON)."""
+    missing = [field for field in _EXEC_FIELDS if field not in saved]
+    if missing:
+        raise StateError(f"container record lacks {', '.join(missing)} (written by an older "
+                         f"isolate?): refusing to exec with less confinement than the container")
+    fields = {field: saved[field] for field in _EXEC_FIELDS}
+    fields["rlimits"] = {name: tuple(pair) for name, pair in saved["rlimits"].items()}
+    if isinstance(saved["seccomp"], Mapping):
+        fields["seccomp"] = _seccomp_from_json(saved["seccomp"])
+    return fields
+
+
+def _seccomp_from_json(saved: Mapping[str, Any]) -> Seccomp:
+    """Rebuild a Seccomp profile from attrs.asdict() of it (validated again)."""
+    try:
+        return Seccomp(**{field: _seccomp_value(value) for field, value in saved.items()})
+    except TypeError as exc:
+        raise StateError(f"container record: malformed seccomp profile: {exc}") from None
+
+
+#: The classes a profile is made of, each known by its set of field names.
+_SECCOMP_PARTS = {frozenset(f.name for f in attrs.fields(cls)): cls for cls in (Action, Errno, Arg, Rule)}
+
+
+def _seccomp_value(value: Any) -> Any:
+    """A JSON value of a saved profile back as Action, Errno, Arg, Rule or tuple."""
+    if isinstance(value, list):
+        return tuple(_seccomp_value(item) for item in value)
+    if isinstance(value, Mapping):
+        cls = _SECCOMP_PARTS.get(frozenset(value))
+        if cls is None:
+            raise StateError(f"container record: unknown part of a seccomp profile: {value!r}")
+        return cls(**{field: _seccomp_value(item) for field, item in value.items()})
+    return value
 
 
 def _positive(field: str, minimum: int) -> Callable[[Any, Any, Any], None]:
@@ -294,26 +357,80 @@ def default_root() -> str:
     return f"/tmp/isolate-{uid}"
 
 
-def _ensure_private_dir(path: str) -> os.stat_result:
-    """Create `path` mode 0700 if missing; refuse one others could tamper with."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+#: How every directory on the way to the state directory is opened: never
+#: through a symlink, so what was checked is what is used.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir_at(parent: int, name: str, path: str, mode: int) -> tuple[int, bool]:
+    """Open directory `name` in the directory `parent` (creating it with
+    `mode` if missing); return its fd and whether it was created."""
+    created = False
     try:
-        os.mkdir(path, 0o700)
-        os.chmod(path, 0o700)   # mkdir's mode went through the umask
+        os.mkdir(name, mode, dir_fd=parent)
+        created = True
     except FileExistsError:
         pass
-    # lstat, not stat: in a shared /tmp another user could plant a symlink
-    # or a directory of their own under our name to read or forge records.
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise StateError(f"state directory {path} is not a directory (a symlink?)")
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent), created
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise StateError(f"state directory {path} is not a directory (a symlink?)") from None
+        raise StateError(f"state directory {path}: {exc.strerror}") from None
+
+
+def _check_ancestor(fd: int, path: str) -> None:
+    """Refuse a directory above the state directory that someone else could
+    change: one another non-root user owns (they may chmod it at will), or
+    one group or others may write without the sticky bit (they could rename
+    the state directory away and put theirs in its place)."""
+    info = os.fstat(fd)
+    if info.st_uid not in (0, os.geteuid()):
+        raise StateError(f"state directory's ancestor {path} belongs to uid {info.st_uid}, "
+                         f"neither root nor this user (uid {os.geteuid()})")
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise StateError(f"state directory's ancestor {path} is writable by group or others "
+                         f"without the sticky bit (mode {stat.S_IMODE(info.st_mode):o})")
+
+
+def _check_private(fd: int, path: str) -> None:
+    """Refuse a state directory that is not the caller's alone."""
+    info = os.fstat(fd)
     if info.st_uid != os.geteuid():
         raise StateError(f"state directory {path} belongs to uid {info.st_uid}, not to this user "
                          f"(uid {os.geteuid()})")
     if info.st_mode & 0o022:
         raise StateError(f"state directory {path} is writable by group or others "
                          f"(mode {stat.S_IMODE(info.st_mode):o})")
-    return info
+
+
+def _open_private_dir(path: str) -> int:
+    """Open the state directory `path` (absolute) and return its fd.
+
+    Walks from / one component at a time by descriptor, creating what is
+    missing (0755, the last 0700), refusing symlinks, unsafe ancestors
+    (_check_ancestor) and a last directory that is not the caller's alone.
+    Everything later is done relative to the returned fd, so swapping a
+    directory on the path afterwards changes nothing.
+    """
+    fd = os.open("/", _DIR_FLAGS)
+    walked = "/"
+    try:
+        parts = [part for part in path.split("/") if part]
+        for index, part in enumerate(parts):
+            _check_ancestor(fd, walked)
+            walked = os.path.join(walked, part)
+            last = index == len(parts) - 1
+            child, created = _open_dir_at(fd, part, walked, 0o700 if last else 0o755)
+            os.close(fd)
+            fd = child
+            if last and created:
+                os.fchmod(fd, 0o700)   # mkdir's mode went through the umask
+        _check_private(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 # Per thread: lock key -> (fd, depth).  flock excludes open file
@@ -327,23 +444,41 @@ class StateDir:
 
     `root` defaults to default_root(); it is created mode 0700, and an
     existing one must be a directory of the caller's that group and others
-    cannot write.  Records are written mode 0600: they hold environments.
+    cannot write, below directories that only root or the caller can change
+    (see _open_private_dir).  It is opened once: every record, the lock and
+    the logs are reached relative to that descriptor, never through the
+    path again.  Records are written mode 0600: they hold environments.
+    close() releases the descriptor (so does garbage collection).
     """
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = os.path.abspath(os.fsdecode(root)) if root is not None else default_root()
-        info = _ensure_private_dir(self.root)
+        path = os.path.abspath(os.fsdecode(root)) if root is not None else default_root()
+        # Symlinks above the directory are resolved once, here; the walk
+        # below refuses any it meets (one swapped in meanwhile).
+        self.root = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        self._fd = _open_private_dir(self.root)
+        info = os.fstat(self._fd)
         self._key = (info.st_dev, info.st_ino)
+        self._closer = weakref.finalize(self, os.close, self._fd)
 
     def __repr__(self) -> str:
         return f"<isolate.StateDir {self.root!r}>"
 
+    def close(self) -> None:
+        """Close the directory's descriptor; the StateDir is unusable after."""
+        self._closer()
+
     def path(self, name: str) -> str:
-        """The file holding the record of `name` (validated)."""
-        return os.path.join(self.root, check_name(name) + _SUFFIX)
+        """The path of the record of `name` (validated), for messages: the
+        file itself is only ever opened relative to the open directory."""
+        return os.path.join(self.root, _record_file(name))
 
     def __contains__(self, name: str) -> bool:
-        return os.path.exists(self.path(name))
+        try:
+            os.stat(_record_file(name), dir_fd=self._fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -361,8 +496,7 @@ class StateDir:
             finally:
                 held[self._key] = (fd, depth)
             return
-        fd = os.open(os.path.join(self.root, _LOCK),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = self._open(_LOCK, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             held[self._key] = (fd, 1)
@@ -373,14 +507,22 @@ class StateDir:
         finally:
             os.close(fd)   # closing the last descriptor releases the flock
 
+    def open_log(self, name: str) -> BinaryIO:
+        """The log of `name` (``<name>.log``, mode 0600), opened for appending."""
+        fd = self._open(check_name(name) + _LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        return os.fdopen(fd, "ab")
+
     def load(self, name: str) -> ContainerState:
         """The record of `name`; ContainerNotFound if there is none."""
         path = self.path(name)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            fd = self._open(_record_file(name), os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise ContainerNotFound(name, self.root) from None
+        except OSError as exc:   # ELOOP: a symlink
+            raise StateError(f"{path}: cannot open container record: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as f:
+            data = f.read()
         try:
             state = ContainerState.from_dict(json.loads(data))
         except (ValueError, TypeError, KeyError, AttributeError, StateError) as exc:
@@ -393,7 +535,7 @@ class StateDir:
     def list(self) -> list[ContainerState]:
         """Every record, sorted by name (stale ones included: ask status())."""
         states = []
-        for entry in sorted(os.listdir(self.root)):
+        for entry in sorted(os.listdir(self._fd)):
             name = entry[:-len(_SUFFIX)]
             # Temp files start with '.', so no name matches them; other
             # entries (a netns/ directory, say) are not ours to read.
@@ -436,7 +578,7 @@ class StateDir:
             return new
 
     def remove(self, name: str, *, force: bool = False) -> None:
-        """Delete the record of `name`.
+        """Delete the record of `name`, and its log if any.
 
         Refuses (StateError) while the container runs, since the record is
         the only way back to it, unless `force`; `force` also removes a
@@ -449,33 +591,44 @@ class StateDir:
                     raise StateError(f"container {name!r} is running (pid {state.pid}); "
                                      f"kill it first or remove with force=True")
             try:
-                os.unlink(self.path(name))
+                os.unlink(_record_file(name), dir_fd=self._fd)
             except FileNotFoundError:
                 raise ContainerNotFound(name, self.root) from None
-            self._sync_dir()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name + _LOG, dir_fd=self._fd)
+            os.fsync(self._fd)   # the unlink lives in the directory
+
+    def _open(self, name: str, flags: int) -> int:
+        """open(2) `name` in the state directory: never through a symlink,
+        and only a regular file of the caller's (not a FIFO, which blocks)."""
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self._fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            os.close(fd)
+            raise StateError(f"{os.path.join(self.root, name)} is not a regular file of uid "
+                             f"{os.geteuid()}")
+        return fd
 
     def _write(self, state: ContainerState) -> None:
         """Replace the record file atomically: readers see old or new, whole."""
         data = json.dumps(state.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
-        # Same directory, so the rename cannot cross filesystems; mkstemp
-        # makes it 0600, and its leading '.' keeps list() from reading it.
-        fd, tmp = tempfile.mkstemp(prefix=f".{state.name}.", suffix=".tmp", dir=self.root)
+        # Same directory, so the rename cannot cross filesystems; the
+        # leading '.' keeps list() from reading the temp file.
+        tmp = f".{state.name}.{secrets.token_hex(8)}.tmp"
+        fd = self._open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())   # the data is on disk before the name points at it
-            os.replace(tmp, self.path(state.name))
+            os.replace(tmp, _record_file(state.name), src_dir_fd=self._fd, dst_dir_fd=self._fd)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=self._fd)
             raise
-        self._sync_dir()
+        os.fsync(self._fd)   # so is the rename
 
-    def _sync_dir(self) -> None:
-        """Make a rename or unlink durable (it lives in the directory)."""
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+
+def _record_file(name: str) -> str:
+    """The file name (in the state directory) of the record of `name`."""
+    return check_name(name) + _SUFFIX

@@ -15,7 +15,8 @@ from typing import Optional
 import pytest
 
 from isolate import cli
-from conftest import PYTHON, busybox_rootfs, require
+from conftest import busybox_rootfs, require
+from test_escapes import INNER_PYTHON as PYTHON   # the caller's own sits in its hidden home
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
@@ -294,3 +295,104 @@ def test_resource_limit_options() -> None:
     r = isolate_run("--memory", "lots", "--", "true")
     assert r.returncode == 125
     assert "CgroupLimit.memory" in assert_one_line_error(r)
+
+
+# ------------------------------------------ images and container-provided text ----
+
+#: An image's Cmd built to attack the operator's terminal: set the window
+#: title (OSC ... BEL), return the carriage and clear the screen.
+HOSTILE = "\x1b]0;owned\x07\r\x1b[2J\x9b1m\u202e"
+
+
+def isolate_in(store: Path, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``python -m isolate --store STORE --root STORE/state ARGS...`` in `cwd`."""
+    return subprocess.run([sys.executable, "-m", "isolate", "--store", str(store), "--root",
+                           str(store / "state"), *args], capture_output=True, text=True,
+                          env=cli_env(), cwd=cwd, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def image_store(tmp_path: Path) -> Path:
+    """A store holding busybox:latest, whose Cmd is a hostile `sleep`."""
+    require(shutil.which("busybox") is not None, "busybox is not installed")
+    from image_builder import build_docker_archive, busybox_config, busybox_layers
+    archive = tmp_path / "busybox.tar"
+    cmd = ["sh", "-c", f"echo stored image; exec sleep 1000 #{HOSTILE}"]
+    build_docker_archive(archive, busybox_layers(), busybox_config(Cmd=cmd))
+    store = tmp_path / "store"
+    r = isolate_in(store, "import", str(archive))
+    assert r.returncode == 0, r.stderr
+    yield store
+    for name in ("web", "detached"):
+        isolate_in(store, "rm", "-f", name)
+
+
+def assert_no_controls(text: str) -> None:
+    """No C0 (but newline), DEL, C1 or bidi control in `text`."""
+    bad = [c for c in text if (not c.isprintable() and c != "\n")]
+    assert not bad, f"control characters reached the terminal: {bad!r} in {text!r}"
+
+
+def test_a_file_in_the_current_directory_never_shadows_a_stored_image(image_store, tmp_path):
+    """--image busybox runs the stored image although ./busybox exists (as
+    another user may leave in a shared directory), quietly; ./busybox and
+    x.tar are paths, said on stderr."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "busybox").write_text("planted by someone else")
+    r = isolate_in(image_store, "run", "--image", "busybox", "--", "echo", "ran", cwd=shared)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ran\n", "")
+    r = isolate_in(image_store, "run", "--image", "./busybox", "--", "echo", "ran", cwd=shared)
+    assert r.returncode == 125 and "using image archive ./busybox" in r.stderr, r
+    os.rename(tmp_path / "busybox.tar", shared / "busybox.tar")
+    r = isolate_in(image_store, "run", "--image", "busybox.tar", "--", "echo", "ran", cwd=shared)
+    assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
+    assert "using image archive busybox.tar" in r.stderr
+
+
+def test_a_missing_stored_image_points_at_the_file_of_that_name(image_store, tmp_path):
+    """A name not in the store is an error that says how to use the file of that name."""
+    (tmp_path / "alpine").write_text("")
+    r = isolate_in(image_store, "run", "--image", "alpine", "--", "true", cwd=tmp_path)
+    assert r.returncode == 125
+    assert "no image 'alpine'" in r.stderr and "./alpine" in assert_one_line_error(r)
+
+
+@pytest.mark.parametrize("value, path", [
+    ("busybox", False), ("busybox:1.36", False), ("ghcr.io/org/app:1", False),
+    ("docker.io/library/busybox", False), ("./busybox", True), ("../x", True), ("/x", True),
+    ("x.tar", True), ("x.tar.gz", True), ("x.tgz", True), ("x.tar.zst", True), (".", True),
+])
+def test_which_image_arguments_are_paths(value: str, path: bool) -> None:
+    assert cli.is_image_path(value) is path
+
+
+def test_ps_escapes_an_image_command(image_store):
+    """`isolate ps` shows an image's hostile Cmd with its control characters
+    escaped (\\x1b...), nothing raw."""
+    r = isolate_in(image_store, "run", "--image", "busybox", "--name", "web", "-d")
+    assert r.returncode == 0, r.stderr
+    r = isolate_in(image_store, "ps")
+    assert r.returncode == 0, r.stderr
+    assert_no_controls(r.stdout)
+    assert "#\\x1b]0;owned\\x07\\x0d\\x1b[2J\\x9b1m\\u202e" in r.stdout
+
+
+def test_errors_quoting_container_data_are_escaped(tmp_path, image_store):
+    """A command that does not exist, named by the image (127), and the
+    images listing: escaped on the operator's terminal."""
+    r = isolate_in(image_store, "run", "--image", "busybox", "--", f"/bin/nope{HOSTILE}")
+    assert r.returncode == 127
+    assert_no_controls(r.stderr)
+    assert "nope\\x1b]0;owned" in assert_one_line_error(r)
+    r = isolate_in(image_store, "images")
+    assert r.returncode == 0 and "busybox" in r.stdout
+    assert_no_controls(r.stdout)
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("plain é 日本", "plain é 日本"), ("\x1b[2J", "\\x1b[2J"), ("a\rb\nc\td", "a\\x0db\\x0ac\\x09d"),
+    ("\x7f\x85\x9b", "\\x7f\\x85\\x9b"), ("\u202eevil", "\\u202eevil"), ("bad\udcffbyte", "bad\\xffbyte"),
+])
+def test_printable_escapes_controls_and_keeps_unicode(text: str, shown: str) -> None:
+    assert cli.printable(text) == shown

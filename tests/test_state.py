@@ -28,8 +28,10 @@ import psutil
 import pytest
 
 import isolate
+from isolate import seccomp
 from isolate.state import (RUNNING, STOPPED, ContainerExists, ContainerNotFound, ContainerState,
-                           StateDir, StateError, check_name, default_root, pid_start_time)
+                           StateDir, StateError, check_name, default_root, exec_fields,
+                           pid_start_time)
 
 from conftest import require, run_in_fork, unique_sleep_arg, unwrap, wait_until
 
@@ -116,6 +118,40 @@ def test_record_from_an_isolate_config_keeps_what_exec_needs(spawn):
     assert state.config["rootfs"] is None
     assert state.config["namespaces"] == ["mount", "pid", "user", "uts"]
     json.dumps(state.config)   # JSON-safe as it is
+
+
+PROFILES = [
+    "default", None, isolate.Seccomp.deny(["socket"]),
+    isolate.Seccomp(seccomp.KILL, [
+        seccomp.Rule("socket", seccomp.Errno(errno.EACCES), [seccomp.Arg(0, "&=", 1, 0xFFFFFFFF)]),
+        seccomp.Rule("personality", "allow", [seccomp.Arg(0, "==", 2**64 - 1)]),
+        seccomp.Rule("read", seccomp.ALLOW)], arches=["x86_64", "i386"]),
+]
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=["default", "none", "deny", "custom"])
+def test_record_keeps_the_policy_exec_must_apply(states, spawn, profile):
+    """seccomp (default, none or a profile), no_new_privs, rlimits (unlimited
+    included) and capabilities go through the file and back to an equal Config."""
+    config = isolate.Config(seccomp=profile, no_new_privs=False, cap_drop=["ALL"], cap_add=["KILL"],
+                            rlimits={"nofile": (64, 128), "core": None, "as": "1G"})
+    states.save(record("web", spawn(), config=config))
+    again = isolate.Config(**exec_fields(states.load("web").config))
+    for field in ("seccomp", "no_new_privs", "rlimits", "capabilities", "env", "cwd", "user", "group"):
+        assert getattr(again, field) == getattr(config, field), field
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda c: c.pop("seccomp"), "lacks seccomp"),
+    (lambda c: c.pop("rlimits"), "lacks rlimits"),
+    (lambda c: c.update(seccomp={"default_action": {"colour": "red"}, "rules": []}), "unknown part"),
+    (lambda c: c.update(seccomp={"default_action": {"name": "explode"}, "rules": []}), "explode"),
+])
+def test_a_damaged_policy_is_refused_not_dropped(spawn, damage, why):
+    saved = record("web", spawn(), config=isolate.Config(seccomp=isolate.Seccomp.deny(["bpf"]))).config
+    damage(saved)
+    with pytest.raises(isolate.IsolateError, match=why):
+        isolate.Config(**exec_fields(saved))
 
 
 @pytest.mark.parametrize("config, why", [
