@@ -527,7 +527,10 @@ void iso_run_steps(struct iso_child *child, int first)
             iso_start_workload(child, i + 1);
         if (s->op == ISO_OP_CLONE_CHILD)
             iso_clone_child(child, i + 1);
-        if (run_step(plan, s, &st, child->report_fd) < 0) {
+        int rc = s->op == ISO_OP_JOIN_CGROUP
+                 ? iso_join_cgroups(child->cgroup_fds, child->ncgroup_fds, 0)
+                 : run_step(plan, s, &st, child->report_fd);
+        if (rc < 0) {
             child->failed_step = i;
             child->failed_err = errno;
             iso_report(child->report_fd, ISO_REPORT_ERROR, i, errno, 0);
@@ -540,6 +543,28 @@ void iso_run_steps(struct iso_child *child, int first)
 
 static void close_parent_fds(struct iso_child *child);
 
+int iso_join_cgroups(const int *fds, int n, int pid)
+{
+    /* Digits by hand: snprintf is not async-signal-safe. */
+    char text[16];
+    char *end = text + sizeof text, *p = end;
+    unsigned value = (unsigned)pid;
+    do {
+        *--p = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    ssize_t len = end - p;
+    for (int i = 0; i < n; i++) {
+        ssize_t w = write(fds[i], p, (size_t)len);
+        if (w != len) {
+            if (w >= 0)
+                errno = EIO;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int iso_child_main(void *arg)
 {
     struct iso_child *child = arg;
@@ -551,6 +576,10 @@ int iso_child_main(void *arg)
     close_parent_fds(child);
     if (child->plan->die_with_parent)
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* A joiner sharing the caller's memory waits (vfork) until we exec:
+     * we tell the parent who we are. */
+    if (child->plan->joiner && !child->plan->joiner_forks)
+        iso_report(child->report_fd, ISO_REPORT_CHILD, 0, 0, child->child_pid);
     /* Wait for the parent to write our id maps.  EOF means it died before
      * PR_SET_PDEATHSIG could cover it, or gave up on us. */
     do {
@@ -573,13 +602,20 @@ static void close_parent_fds(struct iso_child *child)
 
 void iso_clone_child(struct iso_child *child, int first)
 {
-    int flags = (int)child->plan->clone_flags | CLONE_VM | CLONE_PARENT;
+    int forks = child->plan->joiner_forks;
+    int flags = (int)child->plan->clone_flags | CLONE_VM | CLONE_PARENT | CLONE_PARENT_SETTID;
+    /* Sharing the caller's memory, the child must be a vfork child: the
+     * OOM killer passes over those, so a container at its memory limit
+     * can never pick it, and with it the caller (it kills every process
+     * using the victim's memory).  A forked joiner's memory is its own. */
+    if (!forks)
+        flags |= CLONE_VFORK;
     child->first_step = first;
-    pid_t pid = clone(iso_child_main, child->child_stack, flags, child);
-    if (child->plan->joiner_forks)   /* our memory is a copy: tell the parent by pipe */
+    pid_t pid = clone(iso_child_main, child->child_stack, flags, child, &child->child_pid);
+    if (forks)
         iso_report(child->report_fd, ISO_REPORT_CHILD, 0, pid < 0 ? errno : 0, pid);
-    else
-        child->child_pid = pid < 0 ? -errno : pid;
+    else if (pid < 0)
+        iso_report(child->report_fd, ISO_REPORT_ERROR, first - 1, errno, 0);
     _exit(pid < 0 ? 126 : 0);
 }
 

@@ -27,8 +27,16 @@ struct iso_child {
     int fork_step;                /* index of the ISO_OP_FORK_WORKLOAD step */
     int first_step;               /* where the namespaced child starts in the plan */
     char *child_stack;            /* top of its stack (used by the joiner) */
-    volatile int child_pid;       /* set by the joiner: the namespaced child, or -errno */
+    /* The joiner's clone writes the namespaced child's pid here
+     * (CLONE_PARENT_SETTID) before the child runs. */
+    volatile int child_pid;
+    const int *cgroup_fds;        /* open cgroup.procs files (ISO_OP_JOIN_CGROUP, pid1) */
+    int ncgroup_fds;
 };
+
+/* Write `pid` ("0": the calling process) to each open cgroup.procs file;
+ * returns 0, or -1 with errno set. */
+int iso_join_cgroups(const int *fds, int n, int pid);
 
 /* Entry point of the cloned child (a clone(2) callback). */
 int iso_child_main(void *child);
@@ -46,7 +54,8 @@ __attribute__((noreturn))
 void iso_start_workload(struct iso_child *child, int first);
 
 /* ISO_OP_CLONE_CHILD (in the joiner): clone the namespaced child, which
- * starts at step `first`, record its pid and exit.  Never returns. */
+ * starts at step `first`, and exit once it no longer needs us.  Never
+ * returns. */
 __attribute__((noreturn))
 void iso_clone_child(struct iso_child *child, int first);
 

@@ -1,6 +1,10 @@
 /* isolate-init: PID 1 of a container's PID namespace (a program of its own).
  *
- *     isolate-init REPORT_FD WORKLOAD_PID
+ *     isolate-init REPORT_FD WORKLOAD_PID [+|- CGROUP_PROCS_FD...]
+ *
+ * With the optional part, it first joins the cgroups whose cgroup.procs
+ * files are open as the given fds and, with "+", unshares a cgroup
+ * namespace rooted there.
  *
  * It reports ISO_REPORT_EXECED first: the workload has been exec'd (the
  * setup process waited for that) and PID 1 no longer shares any memory
@@ -21,6 +25,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -69,12 +74,27 @@ static int reap(pid_t workload, int *status)
     return done;
 }
 
+/* Move ourselves into the container's cgroups (open cgroup.procs files
+ * named by fd), then into a cgroup namespace rooted there.  The setup
+ * process we replaced shared the caller's memory, so it had to stay out of
+ * them: the OOM killer would have taken the caller with it. */
+static int join_cgroups(int argc, char **argv)
+{
+    if (argc < 4)
+        return 0;
+    for (int i = 4; i < argc; i++) {
+        if (write(atoi(argv[i]), "0", 1) != 1)
+            return -1;
+    }
+    return argv[3][0] == '+' ? unshare(CLONE_NEWCGROUP) : 0;
+}
+
 int main(int argc, char **argv)
 {
     sigset_t all;
     int status = 0;
 
-    if (argc != 3)
+    if (argc < 3)
         return 127;
     int report_fd = atoi(argv[1]);
     pid_t workload = (pid_t)atoi(argv[2]);
@@ -82,6 +102,13 @@ int main(int argc, char **argv)
     /* Before anything else: nobody in the container may open our
      * /proc/1/mem, /proc/1/fd or /proc/1/exe, or ptrace us. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (join_cgroups(argc, argv) < 0) {
+        struct iso_report rec = { ISO_REPORT_ERROR, ISO_STEP_CGROUP, errno, 0 };
+        while (write(report_fd, &rec, sizeof rec) < 0 && errno == EINTR)
+            ;
+        kill(workload, SIGKILL);
+        return 127;
+    }
     report(report_fd, ISO_REPORT_EXECED, 0);
 
     /* Every signal is still blocked (the parent blocked them around

@@ -50,6 +50,7 @@ enum iso_op {
                               (newline-separated, top first, one "lowerdir+" each), upperdir c,
                               workdir a, userxattr */
     ISO_OP_EXEC,           /* execve the first of plan->exec_paths that works */
+    ISO_OP_JOIN_CGROUP,    /* write "0" (this process) to each cgroup.procs fd given to iso_spawn */
 };
 
 /* Kinds of records the child sends on the report pipe. */
@@ -57,7 +58,7 @@ enum iso_report_kind {
     ISO_REPORT_ERROR = 1,  /* step failed: step index, errno */
     ISO_REPORT_EXECED,     /* init mode: the workload was exec'd (pid1 is being exec'd) */
     ISO_REPORT_EXIT,       /* init mode: the workload ended, value = wait status */
-    ISO_REPORT_CHILD,      /* a forked joiner cloned the child: value = its pid, err = clone's errno */
+    ISO_REPORT_CHILD,      /* the joiner cloned the child: value = its pid, err = clone's errno */
 };
 
 /* Detached mount trees (ISO_OP_OPEN_TREE) a plan may hold at once. */
@@ -94,6 +95,14 @@ struct iso_plan {
      * report pipe (ISO_REPORT_CHILD). */
     int joiner_forks;
     int die_with_parent;             /* PR_SET_PDEATHSIG(SIGKILL) in the child */
+    /* Set in init mode with cgroups: the parent does not place the child
+     * (which shares the caller's memory, so the OOM killer must never find
+     * it in the container's cgroup); the workload places itself
+     * (ISO_OP_JOIN_CGROUP, while it is a vfork child, which the OOM killer
+     * passes over) and pid1 places itself once it has exec'd.  2: pid1
+     * then also unshares a cgroup namespace (the workload has an
+     * ISO_OP_UNSHARE step for its own). */
+    int cgroup_in_workload;
     const struct iso_step *steps;
     int nsteps;
     /* Written by the parent into /proc/PID/... before the child goes on;
@@ -133,14 +142,18 @@ struct iso_result {
 #define ISO_STEP_SYNC -5
 #define ISO_STEP_PIPE -6
 #define ISO_STEP_CGROUP -7
+#define ISO_STEP_STOPPED -8   /* something stopped the child (SIGSTOP) before it exec'd */
+#define ISO_STEP_TIMEOUT -9   /* the child had not exec'd by the deadline */
 
 /* Spawn the container described by plan.  The child's pid is written to
  * each of the ncgroup_fds open cgroup.procs files while it waits, before
- * it runs any step.  Returns 0 with pid, pidfd, report_fd and stacks set
- * once the workload has been exec'd, or -1 with step/err set (the child,
- * if any, has been reaped and every fd closed). */
+ * it runs any step (unless plan->cgroup_in_workload).  Returns 0 with pid,
+ * pidfd, report_fd and stacks set once the workload has been exec'd, or -1
+ * with step/err set (the child, if any, has been killed if need be, reaped,
+ * and every fd closed).  A child that is stopped by a signal, or has not
+ * exec'd after timeout_ms (-1: no limit), is killed. */
 int iso_spawn(const struct iso_plan *plan, const int *cgroup_fds, int ncgroup_fds,
-              struct iso_result *res);
+              int timeout_ms, struct iso_result *res);
 
 /* Release the stacks of a spawn whose child has been reaped. */
 void iso_free_stacks(void *stacks);

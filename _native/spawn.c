@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef CLONE_PIDFD
@@ -97,42 +99,84 @@ static pid_t clone_child(struct iso_child *child, char *stack_top, int *pidfd)
     return pid;
 }
 
-/* A forked joiner reports the child it cloned (or its error) on the pipe. */
-static pid_t take_reported_child(int report_fd, int *pidfd, struct iso_result *res)
+/* Milliseconds on the monotonic clock. */
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether our child `pid` is stopped by a signal (left reportable). */
+static int is_stopped(pid_t pid)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    return waitid(P_PID, (id_t)pid, &info, WSTOPPED | WNOHANG | WNOWAIT) == 0
+           && info.si_pid == pid && info.si_code == CLD_STOPPED;
+}
+
+/* Read one report record: 1, or 0 on EOF; -1 with res set when the child
+ * was stopped by a signal or the deadline (ms, -1: none) passed, after
+ * killing it.  The child is `pid`, or, while its pid is not known yet,
+ * whatever the kernel wrote at `pid_slot`.  A process in the container
+ * can stop a child that joined it (kill(2) of a pid it guesses): we would
+ * wait for ever, so a stop ends the spawn.  Every signal is blocked
+ * meanwhile, so no call here is interrupted. */
+static int wait_report(int fd, struct iso_report *rec, pid_t pid, volatile int *pid_slot,
+                       long long deadline, struct iso_result *res)
+{
+    for (;;) {
+        int slice = 50;
+        if (deadline >= 0) {
+            long long left = deadline - now_ms();
+            slice = left <= 0 ? 0 : left < slice ? (int)left : slice;
+        }
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, slice) != 0)   /* data, EOF, or an error read() will tell */
+            return read(fd, rec, sizeof *rec) == (ssize_t)sizeof *rec;
+        pid_t who = pid > 0 ? pid : pid_slot ? *pid_slot : 0;
+        int step = 0;
+        if (who > 0 && is_stopped(who))
+            step = ISO_STEP_STOPPED;
+        else if (deadline >= 0 && now_ms() >= deadline)
+            step = ISO_STEP_TIMEOUT;
+        if (step) {
+            if (who > 0)
+                kill(who, SIGKILL);
+            return fail(res, step, step == ISO_STEP_STOPPED ? EINTR : ETIMEDOUT);
+        }
+    }
+}
+
+/* With namespaces to join, the joiner joins them and clones the namespaced
+ * child as our child; the joiner (if it forked) or the child itself
+ * reports the child's pid.  Returns that pid, or -1 with the failed step
+ * in res (a child killed meanwhile is left for the caller to reap). */
+static pid_t take_joined_child(struct iso_child *child, int *pidfd, int report_fd,
+                               long long deadline, struct iso_result *res)
 {
     struct iso_report rec = { 0, 0, 0, 0 };
-    if (read(report_fd, &rec, sizeof rec) != (ssize_t)sizeof rec)
+    volatile int *slot = child->plan->joiner_forks ? NULL : &child->child_pid;
+    int got = wait_report(report_fd, &rec, 0, slot, deadline, res);
+    if (got < 0)
+        return -1;
+    if (!got)
         return fail(res, ISO_STEP_CLONE, ECHILD);
     if (rec.kind == ISO_REPORT_ERROR)
         return fail(res, rec.step, rec.err);
     if (rec.kind != ISO_REPORT_CHILD || rec.value <= 0)
         return fail(res, ISO_STEP_CLONE, rec.err ? rec.err : ECHILD);
+    /* Our child, unreaped: its pid cannot be reused meanwhile. */
     *pidfd = (int)syscall(SYS_pidfd_open, rec.value, 0);
     return rec.value;
 }
 
-/* With namespaces to join, the joiner has joined them and cloned the
- * namespaced child as our child.  Reap the joiner and take over the child;
- * returns its pid, or -1 with the failed step in res. */
-static pid_t take_joined_child(struct iso_child *child, pid_t joiner, int *pidfd,
-                               int report_fd, struct iso_result *res)
+static void reap(pid_t pid)
 {
-    while (waitpid(joiner, NULL, 0) < 0 && errno == EINTR)
-        ;
-    if (child->plan->joiner_forks)
-        return take_reported_child(report_fd, pidfd, res);
-    if (child->child_pid > 0) {
-        /* CLONE_PIDFD put the joiner's pidfd in the joiner's fd table; the
-         * child is ours and unreaped, so its pid cannot be reused here. */
-        *pidfd = (int)syscall(SYS_pidfd_open, child->child_pid, 0);
-        return child->child_pid;
-    }
-    if (child->child_pid < 0)
-        return fail(res, ISO_STEP_CLONE, -child->child_pid);
-    struct iso_report rec = { 0, 0, 0, 0 };
-    if (read(report_fd, &rec, sizeof rec) == (ssize_t)sizeof rec && rec.kind == ISO_REPORT_ERROR)
-        return fail(res, rec.step, rec.err);
-    return fail(res, ISO_STEP_CLONE, ECHILD);
+    if (pid > 0)
+        while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+            ;
 }
 
 static int write_file(int pid, const char *name, const char *text)
@@ -164,29 +208,6 @@ static int write_maps(const struct iso_plan *plan, pid_t pid)
     return 0;
 }
 
-/* Put the child in its cgroup: one write of its pid per hierarchy. */
-static int join_cgroups(const int *fds, int n, pid_t pid)
-{
-    char text[16];
-    int len = snprintf(text, sizeof text, "%d", (int)pid);
-    for (int i = 0; i < n; i++) {
-        ssize_t w = write(fds[i], text, (size_t)len);
-        if (w != len) {
-            if (w >= 0)
-                errno = EIO;
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* Read one report record; returns 1, or 0 on EOF.  Every signal is blocked
- * meanwhile, so the read is never interrupted. */
-static int read_report(int fd, struct iso_report *rec)
-{
-    return read(fd, rec, sizeof *rec) == (ssize_t)sizeof *rec;
-}
-
 void iso_free_stacks(void *stacks)
 {
     if (stacks)
@@ -196,13 +217,13 @@ void iso_free_stacks(void *stacks)
 /* Let the child go (or, if maps failed, tell it to give up), then wait
  * for its first report.  Returns 0 when the workload was exec'd. */
 static int release_child(const struct iso_child *child, pid_t pid, int *sync_fd,
-                         const int *cgroup_fds, int ncgroup_fds,
-                         int report_fd, struct iso_result *res, int *execed_in_place,
-                         int *undumpable)
+                         int report_fd, long long deadline, struct iso_result *res,
+                         int *execed_in_place, int *undumpable)
 {
     const struct iso_plan *plan = child->plan;
     int step = write_maps(plan, pid);
-    if (step == 0 && join_cgroups(cgroup_fds, ncgroup_fds, pid) < 0)
+    if (step == 0 && !plan->cgroup_in_workload
+            && iso_join_cgroups(child->cgroup_fds, child->ncgroup_fds, pid) < 0)
         step = ISO_STEP_CGROUP;
     if (step != 0) {
         int err = errno;
@@ -217,7 +238,9 @@ static int release_child(const struct iso_child *child, pid_t pid, int *sync_fd,
     }
     close_fd(sync_fd);
     struct iso_report rec = { 0, 0, 0, 0 };
-    int got = read_report(report_fd, &rec);
+    int got = wait_report(report_fd, &rec, pid, NULL, deadline, res);
+    if (got < 0)
+        return -1;
     if (got && rec.kind == ISO_REPORT_ERROR)
         return fail(res, rec.step, rec.err);
     /* EOF without a report: the workload was exec'd in place, or failed
@@ -231,9 +254,10 @@ static int release_child(const struct iso_child *child, pid_t pid, int *sync_fd,
 }
 
 int iso_spawn(const struct iso_plan *plan, const int *cgroup_fds, int ncgroup_fds,
-              struct iso_result *res)
+              int timeout_ms, struct iso_result *res)
 {
     int sync_pipe[2], report_pipe[2], pidfd = -1, rc, execed_in_place = 0, undumpable = 0;
+    long long deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
     sigset_t all, old;
 
     res->pid = res->pidfd = res->report_fd = -1;
@@ -259,6 +283,7 @@ int iso_spawn(const struct iso_plan *plan, const int *cgroup_fds, int ncgroup_fd
         .parent_fds = { sync_pipe[1], report_pipe[0] },
         .workload_stack = stacks + 2 * STACK_SIZE, .fork_step = -1,
         .child_stack = stacks + STACK_SIZE,
+        .cgroup_fds = cgroup_fds, .ncgroup_fds = ncgroup_fds,
     };
 
     /* Block every signal until the child has exec'd: it must not run the
@@ -268,10 +293,10 @@ int iso_spawn(const struct iso_plan *plan, const int *cgroup_fds, int ncgroup_fd
     pthread_sigmask(SIG_SETMASK, &all, &old);
     if (hold_before_maps(plan))
         hold_undumpable(&undumpable);
-    pid_t pid;
+    pid_t pid, joiner = -1;
     if (plan->joiner)   /* it runs on the workload's stack: it is gone before that is used */
-        pid = clone(iso_joiner_main, stacks + 2 * STACK_SIZE,
-                    (plan->joiner_forks ? 0 : CLONE_VM) | SIGCHLD, &child);
+        pid = joiner = clone(iso_joiner_main, stacks + 2 * STACK_SIZE,
+                             (plan->joiner_forks ? 0 : CLONE_VM) | SIGCHLD, &child);
     else
         pid = clone_child(&child, stacks + STACK_SIZE, &pidfd);
     int clone_errno = errno;
@@ -280,19 +305,20 @@ int iso_spawn(const struct iso_plan *plan, const int *cgroup_fds, int ncgroup_fd
     if (pid < 0)
         rc = fail(res, ISO_STEP_CLONE, clone_errno);
     else if (plan->joiner)
-        pid = take_joined_child(&child, pid, &pidfd, report_pipe[0], res);
+        pid = take_joined_child(&child, &pidfd, report_pipe[0], deadline, res);
     if (pid < 0) {
         close_fd(&sync_pipe[1]);
         close_fd(&report_pipe[0]);
+        if (joiner > 0 && !plan->joiner_forks)
+            reap(child.child_pid);   /* killed, or exited: it freed the joiner */
         rc = -1;
-    } else if ((rc = release_child(&child, pid, &sync_pipe[1], cgroup_fds, ncgroup_fds,
-                                   report_pipe[0], res,
+    } else if ((rc = release_child(&child, pid, &sync_pipe[1], report_pipe[0], deadline, res,
                                    &execed_in_place, &undumpable)) < 0) {
-        /* The child exits by itself after a failure; once it is reaped,
-         * nothing runs on the stacks any more (its workload, if any, was
-         * a vfork child it waited for). */
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+        /* The child exits by itself after a failure (or was killed); once
+         * it is reaped, nothing runs on the stacks any more (its workload,
+         * if any, was a vfork child it waited for, or died with its PID
+         * namespace). */
+        reap(pid);
         close_fd(&pidfd);
         close_fd(&report_pipe[0]);
     } else {
@@ -300,6 +326,9 @@ int iso_spawn(const struct iso_plan *plan, const int *cgroup_fds, int ncgroup_fd
         res->pidfd = pidfd;
         res->report_fd = report_pipe[0];
     }
+    /* The joiner exits once the child has exec'd, died, or (forked) been
+     * reported. */
+    reap(joiner);
     /* Every process that shared our memory has exec'd, or been reaped. */
     release_undumpable(&undumpable);
     pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -34,18 +34,37 @@ static int workload_main(void *arg)
  * process shares the caller's memory, and the parent keeps that memory
  * undumpable (spawn.c), so nothing in the container can open our
  * /proc/PID/mem or /proc/PID/exe (the runc CVE-2016-9962 class). */
+/* The most cgroup hierarchies pid1 is handed (v1 has about a dozen). */
+#define MAX_CGROUP_ARGS 32
+
 __attribute__((noreturn))
 static void exec_pid1(struct iso_child *child, pid_t workload)
 {
-    char fd_text[16], pid_text[16];
-    char *argv[] = { "isolate-init", fd_text, pid_text, NULL };
+    char texts[2 + MAX_CGROUP_ARGS][16];
+    char *argv[5 + MAX_CGROUP_ARGS] = { "isolate-init", texts[0], texts[1] };
     char *envp[] = { NULL };
-    int report_fd = child->report_fd;
+    int report_fd = child->report_fd, argc = 3, ok;
 
-    snprintf(fd_text, sizeof fd_text, "%d", report_fd);
-    snprintf(pid_text, sizeof pid_text, "%d", (int)workload);
+    snprintf(texts[0], sizeof texts[0], "%d", report_fd);
+    snprintf(texts[1], sizeof texts[1], "%d", (int)workload);
     /* pid1 reports on the pipe, so it must survive this exec. */
-    if (fcntl(report_fd, F_SETFD, 0) == 0)
+    ok = fcntl(report_fd, F_SETFD, 0) == 0;
+    /* With cgroup_in_workload, pid1 joins the cgroups itself: this
+     * process shares the caller's memory and must never be in them. */
+    if (child->plan->cgroup_in_workload)
+        argv[argc++] = child->plan->cgroup_in_workload == 2 ? "+" : "-";
+    for (int i = 0; ok && child->plan->cgroup_in_workload && i < child->ncgroup_fds; i++) {
+        if (i >= MAX_CGROUP_ARGS) {
+            errno = E2BIG;
+            ok = 0;
+            break;
+        }
+        snprintf(texts[2 + i], sizeof texts[2 + i], "%d", child->cgroup_fds[i]);
+        argv[argc++] = texts[2 + i];
+        ok = fcntl(child->cgroup_fds[i], F_SETFD, 0) == 0;
+    }
+    argv[argc] = NULL;
+    if (ok)
         execveat(child->plan->init_fd, "", argv, envp, AT_EMPTY_PATH);
     iso_report(report_fd, ISO_REPORT_ERROR, child->fork_step, errno, 0);
     kill(workload, SIGKILL);

@@ -79,6 +79,13 @@ def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) ->
     plan = Plan(clone_flags=flags, die_with_parent=config.die_with_parent)
     _add_joins(plan, config)
     _add_id_maps(plan, config)
+    # In init mode the setup process, which shares our memory, never enters
+    # the container's cgroup: at its memory limit the OOM killer could pick
+    # it and kill us with it.  The workload and pid1 place themselves.
+    self_placed = config.limits is not None and uses_init(config)
+    if self_placed:
+        plan.cgroup_in_workload = 2 if config.has("cgroup") else 1
+        later.discard("cgroup")
     unshared = sorted(config.created & later)
     if unshared:
         names = " | ".join(f"CLONE_NEW{kind.upper()}" for kind in unshared)
@@ -93,6 +100,10 @@ def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) ->
     if uses_init(config):
         plan.init_fd = init_fd()
         plan.add(lib.ISO_OP_FORK_WORKLOAD, "start the workload and exec the container's init")
+        if self_placed:
+            plan.add(lib.ISO_OP_JOIN_CGROUP, "join the container's cgroups")
+            if config.has("cgroup"):
+                plan.add(lib.ISO_OP_UNSHARE, "unshare(CLONE_NEWCGROUP)", num=clone_flags(["cgroup"]))
     _add_workload_steps(plan, config, stdio)
     _add_exec(plan, config, argv)
     return plan

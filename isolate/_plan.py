@@ -38,6 +38,7 @@ class Plan:
     die_with_parent: bool
     joiner: bool = False
     joiner_forks: bool = False
+    cgroup_in_workload: int = 0    # see struct iso_plan
     steps: list[Step] = attrs.field(factory=list)
     setgroups: str | None = None
     uid_map: str | None = None
@@ -67,6 +68,9 @@ _STAGES = {
     lib.ISO_STEP_SYNC: "wait for the parent",
     lib.ISO_STEP_PIPE: "allocate the child's pipes and stacks",
     lib.ISO_STEP_CGROUP: "write the child's pid to its cgroup.procs",
+    lib.ISO_STEP_STOPPED: "start: a signal from inside the container stopped the process "
+                          "being started, so it was killed",
+    lib.ISO_STEP_TIMEOUT: "start: the process had not started when the timeout expired",
 }
 
 
@@ -83,6 +87,7 @@ class NativePlan:
         self.struct.die_with_parent = int(plan.die_with_parent)
         self.struct.joiner = int(plan.joiner)
         self.struct.joiner_forks = int(plan.joiner_forks)
+        self.struct.cgroup_in_workload = plan.cgroup_in_workload
         self.struct.steps = steps
         self.struct.nsteps = len(plan.steps)
         self.struct.setgroups = self._cstr(plan.setgroups)

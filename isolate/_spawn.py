@@ -10,7 +10,7 @@ import attrs
 
 from ._native import ffi, lib
 from ._plan import NativePlan, Plan
-from .errors import ExecutableNotFound, SpawnError, UserNamespaceError
+from .errors import ExecutableNotFound, SpawnError, SpawnTimeout, UserNamespaceError
 
 
 @attrs.frozen
@@ -30,13 +30,18 @@ def free_stacks(stacks: Any) -> None:
         lib.iso_free_stacks(stacks)
 
 
-def spawn(plan: Plan, native: NativePlan, cgroup_fds: Sequence[int] = ()) -> Spawned:
+def spawn(plan: Plan, native: NativePlan, cgroup_fds: Sequence[int] = (),
+          timeout: float | None = None) -> Spawned:
     """Clone and run `plan` (laid out as `native`), placing the child in the
     cgroups whose open cgroup.procs files are `cgroup_fds` before it runs
-    anything; returns once the workload has been exec'd."""
+    anything; returns once the workload has been exec'd.  Raises
+    SpawnTimeout if that takes longer than `timeout` seconds."""
     result = ffi.new("struct iso_result *")
     fds = ffi.new("int[]", list(cgroup_fds)) if cgroup_fds else ffi.NULL
-    if lib.iso_spawn(native.struct, fds, len(cgroup_fds), result) < 0:
+    timeout_ms = -1 if timeout is None else max(0, min(int(timeout * 1000), 2**31 - 1))
+    if lib.iso_spawn(native.struct, fds, len(cgroup_fds), timeout_ms, result) < 0:
+        if result.step == lib.ISO_STEP_TIMEOUT:
+            raise SpawnTimeout(result.err, plan.describe(result.step))
         raise _error(plan, result.step, result.err)
     return Spawned(result.pid, result.pidfd, result.report_fd, result.stacks)
 

@@ -58,6 +58,17 @@ def remove_directories(directories: list[str]) -> None:
         files.remove_dir(directory)
 
 
+def frozen(directories: list[str]) -> bool:
+    """Whether a cgroup known by its directories is frozen (or freezing):
+    v2's cgroup.freeze, or v1's freezer.state."""
+    for directory in directories:
+        for name, thawed in (("cgroup.freeze", "0"), ("freezer.state", "THAWED")):
+            path = os.path.join(directory, name)
+            if os.path.exists(path) and files.read(path) != thawed:
+                return True
+    return False
+
+
 def new_name() -> str:
     """A cgroup name unique on this host for as long as we live."""
     return f"isolate-{os.getpid()}-{next(_names)}"

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,10 +20,11 @@ from ._compile import prepare, uses_init
 from ._spawn import spawn
 from ._stdio import PIPE, open_stdio
 from .cgroup_stats import Stats
+from .cgroups import frozen as _cgroup_frozen
 from .config import Config, make_config
 from .overlay import Overlay
 from .errors import (CalledProcessError, CgroupError, ConfigError, IsolateError, NamespaceError,
-                     TimeoutExpired)
+                     SpawnTimeout, TimeoutExpired)
 from .limits import CgroupLimit
 from .namespace import Namespace
 from .process import Process
@@ -67,6 +70,7 @@ class Container:
         self.process: Process | None = None
         self._execs: list[Process] = []
         self.cgroup = None                  # CgroupV1/CgroupV2 with limits=
+        self._joined_cgroups: tuple[str, ...] = ()   # an exec's: its container's cgroup dirs
         self._layer_locks: list[int] = []   # shared flocks on an Overlay's lower layers
         self._final: tuple[bool, Stats] | None = None   # (oom_killed, stats) once removed
 
@@ -91,8 +95,11 @@ class Container:
     def returncode(self) -> int | None:
         return None if self.process is None else self.process.returncode
 
-    def start(self) -> Process:
-        """Create the container and exec the command; returns its Process."""
+    def start(self, timeout: float | None = None) -> Process:
+        """Create the container and exec the command; returns its Process.
+
+        Raises SpawnTimeout (after killing it) if the command has not been
+        exec'd within `timeout` seconds."""
         if self.process is not None:
             raise RuntimeError("this container was already started")
         stdio = open_stdio(*self._stdio_choice)
@@ -101,7 +108,7 @@ class Container:
             if isinstance(self.config.rootfs, Overlay):
                 self._layer_locks = layer_use.hold(self.config.rootfs.lower)
             self.cgroup = self._make_cgroup()
-            spawned = self._spawn(plan)
+            spawned = self._spawn(plan, timeout)
         except BaseException:
             stdio.close_all()
             self._remove_cgroup()
@@ -116,12 +123,16 @@ class Container:
             return None
         return cgroups.create(self.config.limits, self.config.cgroup_parent)
 
-    def _spawn(self, plan):
-        if self.cgroup is None:
-            return spawn(*plan)
-        fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in self.cgroup.procs_paths()]
+    def _spawn(self, plan, timeout: float | None):
+        if self.cgroup is not None:
+            paths = self.cgroup.procs_paths()
+        else:
+            paths = [os.path.join(d, "cgroup.procs") for d in self._joined_cgroups]
+        fds: list[int] = []
         try:
-            return spawn(*plan, fds)
+            for path in paths:
+                fds.append(_open_procs(path))
+            return spawn(*plan, fds, timeout)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -178,15 +189,19 @@ class Container:
              **kwargs: Any) -> CompletedProcess | Process:
         """Run another command inside this running container.
 
-        It joins every namespace of the container, created or joined, with the container's env,
-        cwd, user, group and capabilities unless `kwargs` says otherwise.
+        It joins every namespace of the container, created or joined, and
+        its cgroup, with the container's env, cwd, user, group and policy
+        (capabilities, no_new_privs, rlimits, seccomp) unless `kwargs` says
+        otherwise.
         With wait=True, `kwargs` are those of run() and the result is a
         CompletedProcess; with wait=False it is the started Process, which
         the caller waits for."""
         process = self._running()
         if process.poll() is not None:
             raise IsolateError(f"cannot exec into {self!r}: it has exited")
-        started = exec_in(process.pid, self.config, args, wait=wait, **kwargs)
+        cgroup_dirs = self.cgroup.directories() if self.cgroup is not None else ()
+        started = exec_in(process.pid, self.config, args, pidfd=process.pidfd,
+                          cgroups=cgroup_dirs, wait=wait, **kwargs)
         if not wait:
             self._execs.append(started)
             process.while_waiting = self._reap_execs
@@ -230,20 +245,65 @@ _RUN_ONLY = ("input", "capture_output", "timeout", "check", "text")
 
 
 def exec_in(pid: int, base: Config, args: Sequence[str | bytes | os.PathLike], *,
-            wait: bool = True, **kwargs: Any) -> CompletedProcess | Process:
+            pidfd: int | None = None, cgroups: Sequence[str] = (), wait: bool = True,
+            **kwargs: Any) -> CompletedProcess | Process:
     """Run `args` in the namespaces that `base` created for the container
-    whose PID 1 is `pid` (see Container.exec, which is this for a Container)."""
+    whose PID 1 is `pid` (see Container.exec, which is this for a Container).
+
+    The process is placed in the cgroup directories `cgroups` before it
+    runs.  `pidfd`, a pidfd of `pid` opened before the caller checked that
+    `pid` is the container's, makes sure a recycled pid is never joined."""
     stdio = {k: kwargs.pop(k) for k in ("stdin", "stdout", "stderr") if k in kwargs}
+    run_only = {k: kwargs.pop(k) for k in _RUN_ONLY if k in kwargs}
+    if not wait and run_only:
+        raise ConfigError("exec", f"{', '.join(run_only)} only apply with wait=True")
     kinds = base.created | {ns.kind for ns in base.join}
-    joined = _open_namespaces(pid, kinds)
+    if cgroups and _cgroup_frozen(list(cgroups)):
+        # Its process would freeze before it could exec (docker exec refuses
+        # a paused container too).
+        raise IsolateError(f"cannot exec into container {pid}: it is frozen; thaw() it first")
+    own_pidfd = pidfd is None
+    if own_pidfd:
+        pidfd = _pidfd_of(pid)
     try:
-        config = _exec_config(base, joined, kwargs, wait)
-        if wait:
-            return run(args, config=config, **stdio, **kwargs)
-        return Container(args, config=config, **stdio).start()
+        joined = _open_namespaces(pid, kinds)
+        try:
+            _check_alive(pidfd, pid)   # after the opens: they were of this very process
+            config = _exec_config(base, joined, kwargs)
+            if wait:
+                capture = run_only.pop("capture_output", False)
+                stdio = _run_stdio(run_only.get("input"), capture, **stdio)
+            container = Container(args, config=config, **stdio)
+            container._joined_cgroups = tuple(cgroups)
+            if wait:
+                return _run(container, **run_only)
+            return container.start()
+        finally:
+            for ns in joined:
+                ns.close()
     finally:
-        for ns in joined:
-            ns.close()
+        if own_pidfd:
+            os.close(pidfd)
+
+
+def _pidfd_of(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except OSError as exc:
+        raise IsolateError(f"cannot exec into container {pid}: {exc.strerror}") from None
+
+
+def _check_alive(pidfd: int, pid: int) -> None:
+    """A pidfd polls readable once its process has exited."""
+    if select.select([pidfd], [], [], 0)[0]:
+        raise IsolateError(f"cannot exec into container {pid}: it has exited")
+
+
+def _open_procs(path: str) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CgroupError(exc.errno, f"open {path}: {exc.strerror}") from None
 
 
 def _open_namespaces(pid: int, kinds: frozenset[str]) -> list[Namespace]:
@@ -263,16 +323,17 @@ def _open_namespaces(pid: int, kinds: frozenset[str]) -> list[Namespace]:
     return joined
 
 
-def _exec_config(base: Config, joined: list[Namespace], kwargs: dict, wait: bool) -> Config:
-    """The container's process settings, joining its namespaces, creating none."""
-    inherited = {"env": base.env, "cwd": base.cwd, "user": base.user, "group": base.group,
-                 "capabilities": base.capabilities, "new_session": base.new_session,
-                 "die_with_parent": base.die_with_parent}
-    own = {k: kwargs.pop(k) for k in list(kwargs) if k not in _RUN_ONLY}
-    if not wait and any(k in kwargs for k in _RUN_ONLY):
-        raise ConfigError("exec", f"{', '.join(k for k in _RUN_ONLY if k in kwargs)} "
-                                  f"only apply with wait=True")
-    return make_config(None, {**inherited, **own, "namespaces": (), "join": tuple(joined)})
+#: What an exec'd process takes from its container unless told otherwise:
+#: its place (env, cwd, ids) and all of its policy.
+_INHERITED = ("env", "cwd", "user", "group", "capabilities", "no_new_privs", "rlimits", "seccomp",
+              "new_session", "die_with_parent")
+
+
+def _exec_config(base: Config, joined: list[Namespace], overrides: dict) -> Config:
+    """The container's process settings and policy, joining its namespaces,
+    creating none; `overrides` are the caller's explicit changes."""
+    inherited = {name: getattr(base, name) for name in _INHERITED}
+    return make_config(None, {**inherited, **overrides, "namespaces": (), "join": tuple(joined)})
 
 
 def run(args: Sequence[str | bytes | os.PathLike], *, input: bytes | str | None = None,
@@ -280,6 +341,14 @@ def run(args: Sequence[str | bytes | os.PathLike], *, input: bytes | str | None 
         text: bool = False, stdin: Any = None, stdout: Any = None, stderr: Any = None,
         config: Config | None = None, **kwargs: Any) -> CompletedProcess:
     """Run a command in a new container and wait for it, like subprocess.run()."""
+    stdio = _run_stdio(input, capture_output, stdin, stdout, stderr)
+    container = Container(args, config=config, **stdio, **kwargs)
+    return _run(container, input, timeout, check, text)
+
+
+def _run_stdio(input: bytes | str | None, capture_output: bool, stdin: Any = None,
+               stdout: Any = None, stderr: Any = None) -> dict[str, Any]:
+    """The stdio choices of run(), given its input and capture_output."""
     if capture_output:
         if stdout is not None or stderr is not None:
             raise ValueError("capture_output cannot be combined with stdout or stderr")
@@ -288,12 +357,24 @@ def run(args: Sequence[str | bytes | os.PathLike], *, input: bytes | str | None 
         if stdin is not None:
             raise ValueError("input and stdin cannot both be given")
         stdin = PIPE
-        if isinstance(input, str):
-            input = input.encode()
-    container = Container(args, config=config, stdin=stdin, stdout=stdout, stderr=stderr, **kwargs)
+    return {"stdin": stdin, "stdout": stdout, "stderr": stderr}
+
+
+def _run(container: Container, input: bytes | str | None = None, timeout: float | None = None,
+         check: bool = False, text: bool = False) -> CompletedProcess:
+    """Start `container`, feed it `input`, wait at most `timeout` seconds in
+    all (starting included), and collect its result."""
+    if isinstance(input, str):
+        input = input.encode()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        container.start(timeout)
+    except SpawnTimeout:
+        raise TimeoutExpired(container.args, timeout) from None
     with container:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            out, err = container.communicate(input, timeout)
+            out, err = container.communicate(input, left)
         except TimeoutExpired as exc:
             container.kill()
             container.wait()

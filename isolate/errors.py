@@ -53,6 +53,11 @@ class UserNamespaceError(SpawnError, PermissionError):
     """The host does not let this caller create a user namespace."""
 
 
+class SpawnTimeout(SpawnError, TimeoutError):
+    """The container's process had not started when the timeout given to
+    start() expired; it was killed."""
+
+
 class TimeoutExpired(IsolateError, subprocess.TimeoutExpired):
     """The container outlived its timeout and was killed."""
 

@@ -33,6 +33,10 @@ def parse(value: Mapping[str, object] | None) -> tuple[Limit, ...]:
     """Sorted (name, soft, hard) triples; raises ConfigError naming the limit."""
     if not value:
         return ()
+    if _is_triples(value):
+        # Our own output (attrs.evolve converts again; a state record holds
+        # it as JSON lists): read it back as a mapping.
+        value = {name: (soft, hard) for name, soft, hard in value}
     if not isinstance(value, Mapping):
         raise ConfigError("rlimits", f"expected a mapping of limit names, got {value!r}")
     limits = []
@@ -40,12 +44,18 @@ def parse(value: Mapping[str, object] | None) -> tuple[Limit, ...]:
         key = str(name).lower().removeprefix("rlimit_")
         if key not in NAMES:
             raise ConfigError("rlimits", f"unknown limit {name!r} (known: {', '.join(sorted(NAMES))})")
-        soft, hard = spec if isinstance(spec, tuple) and len(spec) == 2 else (spec, spec)
+        soft, hard = spec if isinstance(spec, (tuple, list)) and len(spec) == 2 else (spec, spec)
         soft, hard = _amount(key, soft), _amount(key, hard)
         if soft > hard:
             raise ConfigError(f"rlimits.{key}", f"soft limit {soft} is above the hard limit {hard}")
         limits.append((key, soft, hard))
     return tuple(sorted(limits))
+
+
+def _is_triples(value: object) -> bool:
+    return isinstance(value, (tuple, list)) and all(
+        isinstance(item, (tuple, list)) and len(item) == 3 and isinstance(item[0], str)
+        for item in value)
 
 
 def _amount(name: str, value: object) -> int:
