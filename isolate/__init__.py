@@ -9,7 +9,7 @@ See docs/api.md for the whole public API.
 from .config import Config
 from .container import CompletedProcess, Container, exec_in, run
 from .errors import (CalledProcessError, CgroupError, ConfigError, ExecutableNotFound, ImageError,
-                     IsolateError, LayerError, NamespaceError, SpawnError, TimeoutExpired,
+                     IsolateError, LayerError, NamespaceError, SpawnError, SpawnTimeout, TimeoutExpired,
                      UserNamespaceError)
 from .images import Image, ImageStore
 from .limits import CgroupLimit
@@ -30,6 +30,6 @@ __all__ = [
     "ConfigError", "Container", "ContainerExists", "ContainerNotFound",
     "ContainerState", "DEVNULL", "ExecutableNotFound", "Image", "ImageError", "ImageStore",
     "IsolateError", "LayerError", "Namespace",
-    "NamespaceError", "Overlay", "PIPE", "Process", "STDOUT", "Seccomp", "SpawnError", "StateDir",
-    "StateError", "TimeoutExpired", "Tmpfs", "UserNamespaceError", "exec_in", "run",
+    "NamespaceError", "Overlay", "PIPE", "Process", "STDOUT", "Seccomp", "SpawnError", "SpawnTimeout",
+    "StateDir", "StateError", "TimeoutExpired", "Tmpfs", "UserNamespaceError", "exec_in", "run",
 ]

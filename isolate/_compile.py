@@ -57,6 +57,9 @@ def check_host(config: Config, argv: Sequence[bytes]) -> None:
     """What can be known before clone: raises ConfigError or ExecutableNotFound."""
     _check_unprivileged_maps(config)
     _check_privileges(config)
+    _check_pass_fds(config)
+    if config.limits is not None:
+        config.limits.check_host()
     if isinstance(config.rootfs, Overlay) and (config.has("user") or config.joins("user")):
         config.rootfs.check_user_namespace()
     # Paths under a fresh mount of the container: only the child can check those.
@@ -305,6 +308,15 @@ def _check_privileges(config: Config) -> None:
     if config.seccomp is not None and not config.no_new_privs and os.geteuid() != 0 and not in_userns:
         raise ConfigError("no_new_privs", "a seccomp filter without no_new_privs needs CAP_SYS_ADMIN: "
                           "run as root, in a user namespace, or keep no_new_privs=True")
+
+
+def _check_pass_fds(config: Config) -> None:
+    """A descriptor to pass must be open now, or the child's close step fails."""
+    for fd in config.pass_fds:
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise ConfigError("pass_fds", f"{fd} is not an open file descriptor") from None
 
 
 def _check_unprivileged_maps(config: Config) -> None:

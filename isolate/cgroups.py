@@ -64,7 +64,7 @@ def frozen(directories: list[str]) -> bool:
     for directory in directories:
         for name, thawed in (("cgroup.freeze", "0"), ("freezer.state", "THAWED")):
             path = os.path.join(directory, name)
-            if os.path.exists(path) and files.read(path) != thawed:
+            if os.path.exists(path) and files.read(path).strip() != thawed:
                 return True
     return False
 

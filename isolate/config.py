@@ -71,8 +71,10 @@ def _env(value: Mapping[str, str] | None) -> dict[str, str]:
     for key, val in env.items():
         if not isinstance(key, str) or not key or "=" in key or "\0" in key:
             raise ConfigError("env", f"invalid variable name {key!r}")
-        if not isinstance(val, str) or "\0" in val:
-            raise ConfigError("env", f"value of {key} must be text without NUL, got {val!r}")
+        if not isinstance(val, str):
+            raise ConfigError("env", f"value of {key!r} must be a str, got {type(val).__name__} {val!r}")
+        if "\0" in val:
+            raise ConfigError("env", f"value of {key!r} contains a NUL byte")
     return env
 
 
@@ -287,9 +289,32 @@ def _check_combinations(config: Config) -> None:
                           "give a rootfs directory to have a writable root")
     _check_id_map("uid_map", config.uid_map, config.user, "user")
     _check_id_map("gid_map", config.gid_map, config.group, "group")
+    _check_proc_mounts(config.mounts)
     binds = sum(isinstance(m, Bind) for m in config.mounts)
     if binds > MAX_BINDS:
         raise ConfigError("mounts", f"at most {MAX_BINDS} bind mounts, got {binds}")
+
+
+#: /proc files a Bind may cover, as runc allows (lxcfs-style views of
+#: memory, CPUs and load); anything else under /proc would hide its masks.
+PROC_BIND_TARGETS = frozenset({
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/sys/kernel/ns_last_pid",
+})
+
+
+def _check_proc_mounts(mounts: tuple[Bind | Tmpfs, ...]) -> None:
+    """No mount over /proc: it would undo the masked and read-only paths."""
+    for index, mount in enumerate(mounts):
+        target = mount.target
+        if target != "/proc" and not target.startswith("/proc/"):
+            continue
+        if isinstance(mount, Bind) and target in PROC_BIND_TARGETS:
+            continue
+        raise ConfigError(f"mounts[{index}].target",
+                          f"{target}: mounts over /proc are refused (they could hide its masked "
+                          f"and read-only paths); binds may cover only "
+                          f"{', '.join(sorted(PROC_BIND_TARGETS))}")
 
 
 def _check_id_map(field: str, ranges: tuple[tuple[int, int, int], ...] | None,

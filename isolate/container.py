@@ -162,6 +162,7 @@ class Container:
         """Change the limits of the running container (fields left None stay)."""
         if not isinstance(limits, CgroupLimit):
             raise ConfigError("limits", f"expected an isolate.CgroupLimit, got {limits!r}")
+        limits.check_host()
         self._cgroup().apply(limits)
 
     def freeze(self) -> None:

@@ -9,6 +9,7 @@ ConfigError naming the field ("CgroupLimit.memory") at construction.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 
@@ -20,10 +21,23 @@ from .units import parse_size
 _PREFIX = "CgroupLimit."
 
 
+#: Below this a container cannot even start its processes; the kernel's OOM
+#: killer would fire during exec (Docker refuses less too).
+MIN_MEMORY = 6 << 20
+
+
 def _size(name: str):
     def convert(value: int | str | None) -> int | None:
         return None if value is None else parse_size(value, _PREFIX + name)
     return convert
+
+
+def _memory(value: int | str | None) -> int | None:
+    size = _size("memory")(value)
+    if size is not None and size < MIN_MEMORY:
+        raise ConfigError(_PREFIX + "memory", f"{value!r} is below the minimum of 6M "
+                                              f"({MIN_MEMORY} bytes) a container needs to start")
+    return size
 
 
 def _int_in(name: str, low: int, high: int):
@@ -109,7 +123,7 @@ class CgroupLimit:
     CgroupError) or "warn" (run without it, with a warning that says why).
     """
 
-    memory: int | None = attrs.field(default=None, converter=_size("memory"))
+    memory: int | None = attrs.field(default=None, converter=_memory)
     memory_high: int | None = attrs.field(default=None, converter=_size("memory_high"))
     memory_swap: int | None = attrs.field(default=None, converter=_size("memory_swap"))
     cpu: float | None = attrs.field(default=None, converter=_cpu)
@@ -137,6 +151,46 @@ class CgroupLimit:
                   "io": (self.io_weight, self.io_max or None), "cpuset": (self.cpuset, self.cpuset_mems)}
         return frozenset(name for name, values in wanted.items() if any(v is not None for v in values))
 
+    def check_host(self) -> None:
+        """What only this host can tell: raises ConfigError for more CPUs
+        than it has, or CPUs and memory nodes it does not have online."""
+        cpus = os.cpu_count() or 1
+        if self.cpu is not None and self.cpu > cpus:
+            raise ConfigError(_PREFIX + "cpu", f"{self.cpu:g} CPUs asked for; this host has {cpus}")
+        for name, online in (("cpuset", "/sys/devices/system/cpu/online"),
+                             ("cpuset_mems", "/sys/devices/system/node/online")):
+            wanted = getattr(self, name)
+            have = _read_list(online)
+            if wanted is None or have is None:
+                continue
+            missing = sorted(_expand(wanted) - have)
+            if missing:
+                raise ConfigError(_PREFIX + name, f"{wanted!r} names {', '.join(map(str, missing))}, "
+                                                  f"not online on this host (online: {_text_of(online)})")
+
     def cpu_quota(self) -> int | None:
         """The cpu quota in µs per period, or None."""
         return None if self.cpu is None else max(1000, round(self.cpu * self.cpu_period))
+
+
+def _expand(text: str) -> set[int]:
+    """The numbers of a list such as "0-3,6"."""
+    numbers: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        numbers.update(range(int(low), int(high or low) + 1))
+    return numbers
+
+
+def _text_of(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _read_list(path: str) -> set[int] | None:
+    """The numbers listed in a sysfs file such as cpu/online, or None."""
+    try:
+        text = _text_of(path)
+    except OSError:
+        return None
+    return _expand(text) if text else set()

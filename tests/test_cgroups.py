@@ -169,6 +169,24 @@ def test_freeze_stops_a_counter():
         c.kill()
 
 
+@pytest.mark.cgroup_v2
+def test_a_start_that_cannot_finish_times_out():
+    """A process placed in a frozen cgroup freezes before it can exec: the
+    start's timeout kills it and raises SpawnTimeout (cgroup v2 only: v1's
+    freezer holds SIGKILL too).  exec itself refuses a frozen container,
+    so the cgroup is joined here below exec's check."""
+    with isolate.Container(["sleep", "60"], limits=CgroupLimit(pids=10)) as c:
+        c.freeze()
+        try:
+            late = isolate.Container(["true"], namespaces=(), init=False)
+            late._joined_cgroups = tuple(c.cgroup.directories())
+            with pytest.raises(isolate.SpawnTimeout):
+                late.start(timeout=1 * SLOW)
+        finally:
+            c.thaw()
+            c.kill()
+
+
 def test_kill_reaches_every_process_in_the_cgroup():
     """Without a PID namespace, kill() still gets a process the workload
     left running in the background (it is in the cgroup)."""
