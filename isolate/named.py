@@ -9,20 +9,23 @@ was reused) is reported, never acted upon.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
 
-from . import _sys, cgroups, layer_leases
+from . import _sys, cgroup_v1, cgroups, layer_leases
 from ._stdio import DEVNULL
+from .cgroup_v1 import CgroupV1
+from .cgroup_v2 import CgroupV2
 from .config import Config
 from .container import CompletedProcess, Container, exec_in
-from .errors import IsolateError
-from .state import RUNNING, ContainerState, StateDir, StateError
+from .state import RUNNING, ContainerState, StateDir, StateError, exec_fields
 
 
 def new_name() -> str:
@@ -36,10 +39,9 @@ def start_detached(states: StateDir, name: str, args: Sequence[str], config: Con
     Its stdin is /dev/null and its output goes to `<state dir>/<name>.log`.
     """
     _check_free(states, name)
-    log_path = log_file(states, name)
     # Its image's layers stay until `rm`, whatever `rmi` does meanwhile.
     with layer_leases.leasing(states.path(name), config.rootfs) as leases:
-        with open(log_path, "ab") as log:
+        with states.open_log(name) as log:
             # It must survive us: no parent-death signal.
             detached = attrs.evolve(config, die_with_parent=False)
             container = Container(args, config=detached, stdin=DEVNULL, stdout=log, stderr=log)
@@ -53,30 +55,42 @@ def start_detached(states: StateDir, name: str, args: Sequence[str], config: Con
     return record
 
 
-def log_file(states: StateDir, name: str) -> str:
-    """Where a detached container's stdout and stderr go."""
-    return states.path(name)[: -len(".json")] + ".log"
-
-
 def exec_named(states: StateDir, name: str, args: Sequence[str],
                extra_env: dict[str, str] | None = None, **kwargs: Any) -> CompletedProcess:
     """Run `args` in the running container `name` (see Container.exec), with
-    `extra_env` on top of the container's environment."""
-    record = running(states, name)
-    fields = _config_fields(record.config)
-    fields["env"] = {**fields["env"], **(extra_env or {})}
-    return exec_in(record.pid, Config(**fields), args, **kwargs)
+    `extra_env` on top of the container's environment.
+
+    The process gets exactly the container's policy (capabilities,
+    no_new_privs, rlimits, seccomp) and joins its cgroup; `kwargs` (Config
+    keywords such as seccomp=None) weaken it only where the caller says so.
+    """
+    with _pinned(states, name) as (record, pidfd):
+        fields = exec_fields(record.config)
+        fields["env"] = {**fields["env"], **(extra_env or {})}
+        return exec_in(record.pid, Config(**fields), args, pidfd=pidfd,
+                       cgroups=_cgroup_directories(record), **kwargs)
 
 
 def kill_named(states: StateDir, name: str, sig: int = signal.SIGKILL) -> None:
     """Send `sig` to the PID 1 of the running container `name`."""
+    with _pinned(states, name) as (_record, pidfd):
+        _sys.pidfd_send_signal(pidfd, sig)
+
+
+@contextlib.contextmanager
+def _pinned(states: StateDir, name: str) -> Iterator[tuple[ContainerState, int]]:
+    """The record of the running container `name` and a pidfd of its PID 1,
+    opened before the record is checked against the kernel: the pidfd then
+    names the recorded process, never a later one with the same pid."""
     record = running(states, name)
-    pidfd = _sys.pidfd_open(record.pid)
     try:
-        # The pidfd pins the process; check it is still the recorded one.
+        pidfd = _sys.pidfd_open(record.pid)
+    except ProcessLookupError:
+        raise StateError(f"container {name!r} is not running") from None
+    try:
         if record.status() != RUNNING:
             raise StateError(f"container {name!r} is not running")
-        _sys.pidfd_send_signal(pidfd, sig)
+        yield record, pidfd
     finally:
         os.close(pidfd)
 
@@ -86,13 +100,10 @@ def remove_named(states: StateDir, name: str, force: bool = False) -> None:
     record = states.load(name)
     if force and record.status() == RUNNING:
         kill_named(states, name)
+    directories = _cgroup_directories(record)
     states.remove(name, force=force)
-    cgroups.remove_directories(record.config.get("cgroups", []))
+    _remove_cgroup(directories)
     layer_leases.release(record.config)
-    try:
-        os.unlink(log_file(states, name))
-    except FileNotFoundError:
-        pass
 
 
 def running(states: StateDir, name: str) -> ContainerState:
@@ -108,12 +119,39 @@ def _check_free(states: StateDir, name: str) -> None:
         raise StateError(f"a container named {name!r} is already running")
 
 
-_EXEC_FIELDS = ("env", "cwd", "user", "group", "namespaces", "capabilities")
+#: What isolate names its cgroups (cgroups.new_name): a record naming
+#: anything else is not acted upon.
+_CGROUP_NAME = re.compile(r"isolate-[0-9]+-[0-9]+")
 
 
-def _config_fields(saved: dict[str, Any]) -> dict[str, Any]:
-    """The Config keywords of a saved record that exec needs."""
-    missing = [field for field in _EXEC_FIELDS if field not in saved]
-    if missing:
-        raise IsolateError(f"container record lacks {', '.join(missing)}")
-    return {field: saved[field] for field in _EXEC_FIELDS}
+def _cgroup_directories(record: ContainerState) -> list[str]:
+    """The cgroup directories of a record, checked to be isolate's own: each
+    an `isolate-PID-N` directory below /sys/fs/cgroup, so a record can never
+    make exec or rm act on another cgroup (the host's, a service's)."""
+    directories = record.config.get("cgroups", [])
+    for directory in directories:
+        if (not isinstance(directory, str) or os.path.normpath(directory) != directory
+                or not directory.startswith(cgroups.CGROUP_ROOT + "/")
+                or not _CGROUP_NAME.fullmatch(os.path.basename(directory))):
+            raise StateError(f"container {record.name!r}: its record names {directory!r} as its "
+                             f"cgroup, which is not a cgroup isolate made")
+    return list(directories)
+
+
+def _remove_cgroup(directories: list[str]) -> None:
+    """Kill what is left in a detached container's cgroup and remove it.
+
+    Through the backend's remove(): cgroup.kill on v2, or (v1) SIGKILL while
+    the freezer holds every process still, so no pid read from cgroup.procs
+    can be reused before it is signalled.
+    """
+    if not directories:
+        return
+    if cgroups.unified():
+        group: Any = CgroupV2(directories[0])
+    else:
+        mounts = cgroup_v1.hierarchies()
+        group = CgroupV1({controller: directory for directory in directories
+                          for controller, mount in mounts.items()
+                          if directory.startswith(mount + "/")})
+    group.remove()

@@ -5,16 +5,26 @@ a detached container really outlives the process that started it.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import RUN_TIMEOUT, pid_alive, wait_until
+from isolate import Config, Seccomp, named
+from isolate.errors import IsolateError
+from isolate.state import ContainerState, StateDir, StateError
+
+from conftest import (RUN_TIMEOUT, drop_to, marker, pid_alive, require, run_in_fork, unwrap,
+                      wait_until)
+from test_escapes import INNER_PYTHON
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -166,3 +176,151 @@ def test_detached_container_keeps_its_limits_until_rm(root: Path) -> None:
     assert any(open(os.path.join(d, "cgroup.procs")).read().split() for d in made)
     assert cli(root, "rm", "-f", "lim").returncode == 0
     assert cgroup_dirs() == before
+
+
+# --- exec applies the container's policy (issue 10, item 3) ---------------------
+
+#: Run inside: what confines this process, as JSON.
+POLICY = """
+import json, resource, socket
+try:
+    socket.socket().close()
+    sock = "ok"
+except OSError as exc:
+    sock = exc.errno
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({"socket": sock, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+                  "nnp": status["NoNewPrivs"].strip(), "capbnd": status["CapBnd"].strip()}))
+"""
+
+
+@pytest.fixture(params=["root", "rootless"])
+def caller(request) -> Callable[[Callable[[], Any]], Any]:
+    """Call a function as root, or in a child dropped to the rootless user."""
+    if request.param == "root":
+        return lambda fn: fn()
+    ids = request.getfixturevalue("rootless")
+    return lambda fn: unwrap(run_in_fork(fn, setup=drop_to(*ids), timeout=RUN_TIMEOUT * 2))
+
+
+def exec_policy_inside() -> dict[str, Any]:
+    """Start a detached container denied socket() with nofile=64 and only
+    CAP_KILL; exec into it, as it is and with seccomp explicitly off."""
+    states = StateDir(os.path.join("/tmp", marker(), "state"))   # sticky /tmp: any caller may
+    config = Config(seccomp=Seccomp.deny(["socket"]), rlimits={"nofile": 64},
+                    cap_drop=["ALL"], cap_add=["KILL"])
+    try:
+        named.start_detached(states, "pol", ["sleep", "1000"], config)
+        seen = {}
+        for label, weaken in (("kept", {}), ("weakened", {"seccomp": None})):
+            r = named.exec_named(states, "pol", [INNER_PYTHON, "-c", POLICY], capture_output=True,
+                                 text=True, timeout=RUN_TIMEOUT, **weaken)
+            assert r.returncode == 0, r.stderr
+            seen[label] = json.loads(r.stdout)
+        return seen
+    finally:
+        with contextlib.suppress(IsolateError):
+            named.remove_named(states, "pol", force=True)
+        shutil.rmtree(os.path.dirname(states.root))
+
+
+def test_exec_gets_exactly_the_containers_seccomp_rlimits_and_capabilities(caller) -> None:
+    """A container with Seccomp.deny(["socket"]), nofile=64 and only KILL:
+    a process exec'd into it cannot make a socket, has nofile 64, only KILL
+    and no_new_privs; seccomp=None given explicitly lifts the filter alone."""
+    seen = caller(exec_policy_inside)
+    kept = {"socket": errno.EPERM, "nofile": [64, 64], "nnp": "1", "capbnd": f"{1 << 5:016x}"}
+    assert seen["kept"] == kept
+    assert seen["weakened"] == {**kept, "socket": "ok"}
+
+
+def test_cli_exec_keeps_ulimit_no_new_privs_and_seccomp(root: Path) -> None:
+    """run -d --ulimit (the record holds rlimits) and the default policy:
+    exec sees nofile 64:128, no_new_privs and a filter; a container run
+    with --allow-new-privs --seccomp unconfined passes that on instead."""
+    show = ["sh", "-c", "ulimit -n; ulimit -Hn; grep -E 'NoNewPrivs|Seccomp:' /proc/self/status"]
+    r = cli(root, "run", "--name", "lim", "-d", "--ulimit", "nofile=64:128", "--", "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    r = cli(root, "exec", "lim", "--", *show)
+    assert r.stdout.split() == ["64", "128", "NoNewPrivs:", "1", "Seccomp:", "2"], r.stderr
+    r = cli(root, "run", "--name", "open", "-d", "--allow-new-privs", "--seccomp", "unconfined",
+            "--", "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    r = cli(root, "exec", "open", "--", *show)
+    assert r.stdout.split()[2:] == ["NoNewPrivs:", "0", "Seccomp:", "0"], r.stderr
+
+
+def test_exec_joins_the_containers_cgroup(root: Path) -> None:
+    """A process exec'd into a container with limits is in its cgroup (what
+    it reads in /proc/self/cgroup is what PID 1's says), under its limits."""
+    require(os.geteuid() == 0, "cgroups need root here")
+    r = cli(root, "run", "--name", "cg", "-d", "--pids-limit", "10", "--", "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    r = cli(root, "exec", "cg", "--", "sh", "-c", "cat /proc/1/cgroup; echo --; cat /proc/self/cgroup")
+    assert r.returncode == 0, r.stderr
+    pid1, own = ([line for line in part.splitlines() if ":pids:" in line or line.startswith("0::")]
+                 for part in r.stdout.split("--\n"))
+    assert own == pid1 and pid1
+    r = cli(root, "exec", "cg", "--", "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11; do sleep 5 & done")
+    assert "can't fork" in r.stderr or "cannot fork" in r.stderr.lower(), r.stderr
+
+
+def test_exec_refuses_a_record_without_the_policy(root: Path) -> None:
+    """A record without seccomp, no_new_privs or rlimits (an older isolate's)
+    is not exec'd into with less confinement: a one-line error naming them."""
+    assert cli(root, "run", "--name", "old", "-d", "--", "sleep", "1000").returncode == 0
+    path = root / "old.json"
+    record = json.loads(path.read_text())
+    for field in ("seccomp", "no_new_privs", "rlimits"):
+        record["config"].pop(field, None)
+    path.write_text(json.dumps(record))
+    r = cli(root, "exec", "old", "--", "true")
+    assert r.returncode == 125 and "lacks no_new_privs, rlimits, seccomp" in r.stderr, r.stderr
+
+
+# --- rm acts on isolate's own cgroups only (issue 10, item 9) ----------------------
+
+@pytest.fixture
+def foreign_cgroup(caller) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A cgroup that is not isolate's (a service's, say), holding a `sleep`
+    of the caller's: (its directory, the sleep)."""
+    require(os.geteuid() == 0, "making a cgroup needs root")
+    from isolate import cgroup_v1, cgroups
+    base = "/sys/fs/cgroup" if cgroups.unified() else cgroup_v1.hierarchies()["pids"]
+    directory = os.path.join(base, "victim-" + marker())
+    os.mkdir(directory)
+    uid = caller(os.geteuid)
+    sleeper = subprocess.Popen(["sleep", "1000"], user=uid)
+    try:
+        Path(directory, "cgroup.procs").write_text(str(sleeper.pid))
+        yield directory, sleeper
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        if os.path.isdir(directory):   # else removed by a broken rm: the test says so
+            wait_until(lambda: not Path(directory, "cgroup.procs").read_text().strip())
+            os.rmdir(directory)
+
+
+def test_rm_never_kills_in_a_cgroup_its_record_did_not_get_from_isolate(caller, foreign_cgroup):
+    """A record whose cgroups name another cgroup: rm -f refuses, naming it,
+    and the process in there lives on."""
+    directory, sleeper = foreign_cgroup
+
+    def remove() -> str:
+        states = StateDir(os.path.join("/tmp", marker(), "state"))
+        gone = subprocess.Popen(["true"])
+        gone_record = ContainerState.for_process("svc", gone.pid, ["true"], {"cgroups": [directory]})
+        gone.wait()
+        states.save(gone_record.stopped(0))
+        try:
+            named.remove_named(states, "svc", force=True)
+        except StateError as exc:
+            return str(exc)
+        finally:
+            shutil.rmtree(os.path.dirname(states.root))
+        return ""
+
+    message = caller(remove)
+    assert directory in message and "not a cgroup isolate made" in message
+    assert sleeper.poll() is None and os.path.isdir(directory)
