@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from . import _rootfs, capabilities, rlimits, seccomp
+from . import _rootfs, capabilities, idmaps, rlimits, seccomp
 from ._native import lib
 from ._pid1 import init_fd
 from ._plan import NativePlan, Plan
@@ -56,6 +56,7 @@ def prepare(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> tupl
 def check_host(config: Config, argv: Sequence[bytes]) -> None:
     """What can be known before clone: raises ConfigError or ExecutableNotFound."""
     _check_unprivileged_maps(config)
+    _check_default_maps(config)
     _check_privileges(config)
     _check_pass_fds(config)
     if config.limits is not None:
@@ -94,7 +95,10 @@ def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) ->
         names = " | ".join(f"CLONE_NEW{kind.upper()}" for kind in unshared)
         plan.add(lib.ISO_OP_UNSHARE, f"unshare({names})", num=clone_flags(unshared))
     if config.has("mount"):
-        _rootfs.add_rootfs_steps(plan, config)
+        sources = _rootfs.add_source_steps(plan, config)
+    _add_setup_ids(plan, config)
+    if config.has("mount"):
+        _rootfs.add_rootfs_steps(plan, config, sources)
     if config.has("uts"):
         name = config.effective_hostname
         plan.add(lib.ISO_OP_SETHOSTNAME, f"sethostname({name!r})", a=name)
@@ -144,26 +148,51 @@ def uses_init(config: Config) -> bool:
     return config.has("pid") and config.init
 
 
+def default_id_maps(config: Config) -> tuple[idmaps.IdMap, idmaps.IdMap]:
+    """The uid and gid maps of a container given none: a root caller's
+    container of the host's root runs as unprivileged host ids (idmaps.py
+    says why); otherwise the container's user is the caller."""
+    if os.geteuid() == 0 and config.rootfs is None:
+        return idmaps.container_ids("uid"), idmaps.container_ids("gid")
+    return ((config.user, os.geteuid(), 1),), ((config.group, os.getegid(), 1),)
+
+
 def _add_id_maps(plan: Plan, config: Config) -> None:
     if not config.has("user"):
         return
-    uid_map = config.uid_map or ((config.user, os.geteuid(), 1),)
-    gid_map = config.gid_map or ((config.group, os.getegid(), 1),)
+    default_uids, default_gids = default_id_maps(config)
+    uid_map = config.uid_map or default_uids
+    gid_map = config.gid_map or default_gids
     plan.uid_map = "".join(f"{a} {b} {c}\n" for a, b, c in uid_map)
     plan.gid_map = "".join(f"{a} {b} {c}\n" for a, b, c in gid_map)
-    # The child keeps the caller's ids.  If a map leaves them out, it would
-    # be "nobody" inside and could not even create a file in its own /dev:
-    # switch it to mapped ids (preferably root) before it builds anything.
-    setup_gid = _mapped_id(gid_map, os.getegid(), config.group)
-    setup_uid = _mapped_id(uid_map, os.geteuid(), config.user)
-    if setup_gid is not None:
-        plan.add(lib.ISO_OP_SETGID, f"setresgid({setup_gid})", num=setup_gid)
-    if setup_uid is not None:
-        plan.add(lib.ISO_OP_SETUID, f"setresuid({setup_uid})", num=setup_uid)
     if os.geteuid() != 0:
         # An unprivileged writer may map its own gid only after giving up
         # setgroups(2) for the namespace (user_namespaces(7)).
         plan.setgroups = "deny"
+
+
+def _add_setup_ids(plan: Plan, config: Config) -> None:
+    """The child keeps the caller's ids.  If a map leaves them out, it would
+    be "nobody" inside and could not even create a file in its own /dev:
+    switch it to mapped ids (preferably root) before it builds anything but
+    the bind sources (those it opens with the caller's ids, which may reach
+    the caller's own private directories)."""
+    if config.has("user"):
+        default_uids, default_gids = default_id_maps(config)
+        setup_gid = _mapped_id(config.gid_map or default_gids, os.getegid(), config.group)
+        setup_uid = _mapped_id(config.uid_map or default_uids, os.geteuid(), config.user)
+    elif config.joins("user") and os.geteuid() == 0 and config.has("mount"):
+        # A root caller's own containers do not map the host's root (idmaps.py).
+        setup_gid = setup_uid = 0
+    else:
+        return
+    if setup_gid is not None:
+        plan.add(lib.ISO_OP_SETGID, f"setresgid({setup_gid})", num=setup_gid)
+    if setup_uid is not None:
+        plan.add(lib.ISO_OP_SETUID, f"setresuid({setup_uid})", num=setup_uid)
+        if config.die_with_parent:
+            # A change of credentials clears the parent-death signal.
+            plan.add(lib.ISO_OP_PDEATHSIG, "prctl(PR_SET_PDEATHSIG, SIGKILL)", num=9)
 
 
 def _mapped_id(ranges: tuple[tuple[int, int, int], ...], own: int, wanted: int) -> int | None:
@@ -308,6 +337,20 @@ def _check_privileges(config: Config) -> None:
     if config.seccomp is not None and not config.no_new_privs and os.geteuid() != 0 and not in_userns:
         raise ConfigError("no_new_privs", "a seccomp filter without no_new_privs needs CAP_SYS_ADMIN: "
                           "run as root, in a user namespace, or keep no_new_privs=True")
+
+
+def _check_default_maps(config: Config) -> None:
+    """The user and group must be among the ids the default maps give."""
+    if not config.has("user"):
+        return
+    uids, gids = default_id_maps(config)
+    for field, wanted, given, ranges in (("user", config.user, config.uid_map, uids),
+                                         ("group", config.group, config.gid_map, gids)):
+        if given is None and not any(inside <= wanted < inside + count
+                                     for inside, _, count in ranges):
+            raise ConfigError(field, f"{wanted} is not among the container's ids "
+                                     f"({ranges[0][0]}-{ranges[0][0] + ranges[0][2] - 1}); "
+                                     f"give uid_map/gid_map to map it")
 
 
 def _check_pass_fds(config: Config) -> None:

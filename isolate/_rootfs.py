@@ -93,16 +93,30 @@ def mount_targets(config: Config) -> list[str]:
     return targets + list(_hide_candidates(config)) + [m.target for m in config.mounts]
 
 
-def add_rootfs_steps(plan: Plan, config: Config) -> None:
-    """Append every mount step, ending with pivot_root.
+#: What add_source_steps opened: the extra mounts, and the slot of each bind
+#: by its index there.
+Sources = tuple[tuple[Bind | Tmpfs, ...], dict[int, int]]
+
+
+def add_source_steps(plan: Plan, config: Config) -> Sources:
+    """Make the new mount namespace private and open every bind source.
+
+    These run before the child switches to its setup ids (compile_plan): a
+    source is opened with the caller's own ids and so reaches what the
+    caller can reach, even where the container's ids could not."""
+    _host_mount(plan, None, "/", _sys.MS_REC | _sys.MS_PRIVATE)
+    mounts = _mounts(config)
+    return mounts, _open_bind_sources(plan, mounts)
+
+
+def add_rootfs_steps(plan: Plan, config: Config, sources: Sources) -> None:
+    """Append every other mount step, ending with pivot_root.
 
     Once the root is bound on its stage and opened (ISO_OP_OPEN_ROOT), every
     path is relative: the child resolves it inside the root, so a symlink
     in a root filesystem cannot send a mount or a new file outside it."""
     stage = stage_of(config)
-    _host_mount(plan, None, "/", _sys.MS_REC | _sys.MS_PRIVATE)
-    mounts = _mounts(config)
-    slots = _open_bind_sources(plan, mounts)
+    mounts, slots = sources
     if isinstance(config.rootfs, Overlay):
         _mount_overlay(plan, config.rootfs, stage)
     else:

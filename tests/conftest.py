@@ -401,6 +401,21 @@ def host_dir() -> Iterable[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def give_to_container_root(path: Path | str) -> None:
+    """Let a default container's root write `path`: a root caller's
+    containers run as unprivileged host ids (isolate.idmaps), not as the
+    host's root; a rootless caller's container root is the caller."""
+    if os.geteuid() == 0:
+        from isolate import idmaps
+        os.chown(path, idmaps.container_ids("uid")[0][1], idmaps.container_ids("gid")[0][1])
+
+
+#: Config keywords that make a root caller's container root the host's root
+#: again (what a test of the host-root case needs to show a defence holds
+#: even then); empty for a rootless caller.
+HOST_ROOT_MAPS = ({"uid_map": [(0, 0, 1)], "gid_map": [(0, 0, 1)]} if os.geteuid() == 0 else {})
+
+
 # --- the unprivileged user for rootless tests --------------------------------
 
 ROOTLESS_USER = "isolate-rootless"

@@ -15,8 +15,7 @@ from typing import Optional
 import pytest
 
 from isolate import cli
-from conftest import busybox_rootfs, require
-from test_escapes import INNER_PYTHON as PYTHON   # the caller's own sits in its hidden home
+from conftest import PYTHON, busybox_rootfs, give_to_container_root, require
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
@@ -114,6 +113,7 @@ def test_sigterm_to_cli_reaches_workload() -> None:
 
 def test_bind_is_read_only(tmp_path: Path) -> None:
     (tmp_path / "hello").write_text("from host\n")
+    tmp_path.chmod(0o755)   # a root caller's container does not run as the host's root
     r = isolate_run("--bind", f"{tmp_path}:/mnt", "--", "sh", "-c",
                     "cat /mnt/hello; echo x > /mnt/new && echo WROTE")
     assert r.returncode != 0 or "WROTE" not in r.stdout
@@ -122,6 +122,7 @@ def test_bind_is_read_only(tmp_path: Path) -> None:
 
 
 def test_bind_rw_writes_reach_host(tmp_path: Path) -> None:
+    give_to_container_root(tmp_path)
     r = isolate_run("--bind-rw", f"{tmp_path}:/mnt", "--", "sh", "-c", "echo hi > /mnt/out")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out").read_text() == "hi\n"

@@ -12,13 +12,14 @@ import pytest
 
 import isolate
 from conftest import (
+    PYTHON,
     RUN_TIMEOUT,
+    give_to_container_root,
     host_mountinfo,
     host_ns,
     marker,
     require,
 )
-from test_escapes import INNER_PYTHON
 
 ALL_NAMESPACES = ("user", "mount", "pid", "uts", "ipc", "net", "cgroup", "time")
 # isolate namespace name -> /proc/PID/ns/ link name
@@ -201,7 +202,7 @@ def test_loopback_tcp_works_inside():
         "c = socket.create_connection(s.getsockname(), timeout=5)\n"
         "a, _ = s.accept(); c.sendall(b'ping'); print(a.recv(4).decode())\n"
     )
-    r = isolate.run([INNER_PYTHON, "-c", script], capture_output=True, timeout=RUN_TIMEOUT)
+    r = isolate.run([PYTHON, "-c", script], capture_output=True, timeout=RUN_TIMEOUT)
     assert (r.returncode, r.stdout) == (0, b"ping\n"), r.stderr
 
 
@@ -218,7 +219,7 @@ def test_host_listener_unreachable():
         "sys.exit(1)\n"
     )
     try:
-        r = isolate.run([INNER_PYTHON, "-c", script], timeout=RUN_TIMEOUT)
+        r = isolate.run([PYTHON, "-c", script], timeout=RUN_TIMEOUT)
     finally:
         srv.close()
     assert r.returncode == 0, "connected to a host loopback listener from inside"
@@ -358,6 +359,7 @@ def test_bind_readonly_by_default(host_dir: Path):
 
 def test_bind_read_write(host_dir: Path):
     """Bind(..., readonly=False) lets the container write through to the host."""
+    give_to_container_root(host_dir)
     r = isolate.run(["sh", "-c", "echo written > /mnt/g"],
                     mounts=[isolate.Bind(str(host_dir), "/mnt", readonly=False)],
                     timeout=RUN_TIMEOUT)
