@@ -2,7 +2,9 @@
 
 `create(limits, parent)` makes a fresh cgroup for one container, applies
 the limits and returns a Cgroup (CgroupV2 or CgroupV1, chosen by looking at
-how this system mounts cgroups).  Both backends offer the same methods:
+how this system mounts cgroups); `from_directories(directories)` gives one
+for a cgroup made earlier (a detached container's, from its state record).
+Both backends offer the same methods:
 
     procs_paths()      cgroup.procs files the child's pid is written to,
                        while it waits on the sync pipe, before it runs
@@ -20,20 +22,23 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import warnings
 
 from . import cgroup_files as files
-from . import mountinfo
+from . import cgroup_v1, mountinfo
 from .cgroup_stats import Stats
 from .cgroup_v1 import CgroupV1
 from .cgroup_v2 import CgroupV2
 from .errors import CgroupError
 from .limits import CgroupLimit
 
-__all__ = ["Stats", "create", "unified"]
+__all__ = ["Stats", "create", "from_directories", "is_own", "unified"]
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 _names = itertools.count()
+#: The last part of every cgroup directory new_name() names.
+_NAME = re.compile(r"isolate-[0-9]+-[0-9]+")
 
 
 def unified() -> bool:
@@ -43,19 +48,6 @@ def unified() -> bool:
 
 def _fstype(path: str) -> str:
     return next((mount.fstype for mount in mountinfo.mounts() if mount.point == path), "")
-
-
-def remove_directories(directories: list[str]) -> None:
-    """Remove a cgroup known only by its directories (a detached container's,
-    from its record): SIGKILL what is still in it, then rmdir each."""
-    for directory in directories:
-        for pid in files.procs(directory):
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-    for directory in directories:
-        files.remove_dir(directory)
 
 
 def frozen(directories: list[str]) -> bool:
@@ -72,6 +64,25 @@ def frozen(directories: list[str]) -> bool:
 def new_name() -> str:
     """A cgroup name unique on this host for as long as we live."""
     return f"isolate-{os.getpid()}-{next(_names)}"
+
+
+def is_own(directory: str) -> bool:
+    """Whether `directory` is one isolate names (new_name): a normalised
+    `isolate-PID-N` path below the cgroup mount, never the host's cgroup
+    or a service's."""
+    return (os.path.normpath(directory) == directory and directory.startswith(CGROUP_ROOT + "/")
+            and _NAME.fullmatch(os.path.basename(directory)) is not None)
+
+
+def from_directories(directories: list[str]) -> CgroupV1 | CgroupV2:
+    """The backend object of a cgroup known only by its directories (its
+    directories(), as a detached container's state record keeps them)."""
+    if unified():
+        return CgroupV2(directories[0])
+    mounts = cgroup_v1.hierarchies()
+    return CgroupV1({controller: directory for directory in directories
+                     for controller, mount in mounts.items()
+                     if directory.startswith(mount + "/")})
 
 
 def create(limits: CgroupLimit, parent: str | None = None):

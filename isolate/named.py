@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import uuid
 from collections.abc import Iterator, Sequence
@@ -19,10 +18,8 @@ from typing import Any
 
 import attrs
 
-from . import _sys, cgroup_v1, cgroups, layer_leases
+from . import _sys, cgroups, layer_leases
 from ._stdio import DEVNULL
-from .cgroup_v1 import CgroupV1
-from .cgroup_v2 import CgroupV2
 from .config import Config
 from .container import CompletedProcess, Container, exec_in
 from .state import RUNNING, ContainerState, StateDir, StateError, exec_fields
@@ -119,20 +116,13 @@ def _check_free(states: StateDir, name: str) -> None:
         raise StateError(f"a container named {name!r} is already running")
 
 
-#: What isolate names its cgroups (cgroups.new_name): a record naming
-#: anything else is not acted upon.
-_CGROUP_NAME = re.compile(r"isolate-[0-9]+-[0-9]+")
-
-
 def _cgroup_directories(record: ContainerState) -> list[str]:
     """The cgroup directories of a record, checked to be isolate's own: each
     an `isolate-PID-N` directory below /sys/fs/cgroup, so a record can never
     make exec or rm act on another cgroup (the host's, a service's)."""
     directories = record.config.get("cgroups", [])
     for directory in directories:
-        if (not isinstance(directory, str) or os.path.normpath(directory) != directory
-                or not directory.startswith(cgroups.CGROUP_ROOT + "/")
-                or not _CGROUP_NAME.fullmatch(os.path.basename(directory))):
+        if not isinstance(directory, str) or not cgroups.is_own(directory):
             raise StateError(f"container {record.name!r}: its record names {directory!r} as its "
                              f"cgroup, which is not a cgroup isolate made")
     return list(directories)
@@ -145,13 +135,5 @@ def _remove_cgroup(directories: list[str]) -> None:
     the freezer holds every process still, so no pid read from cgroup.procs
     can be reused before it is signalled.
     """
-    if not directories:
-        return
-    if cgroups.unified():
-        group: Any = CgroupV2(directories[0])
-    else:
-        mounts = cgroup_v1.hierarchies()
-        group = CgroupV1({controller: directory for directory in directories
-                          for controller, mount in mounts.items()
-                          if directory.startswith(mount + "/")})
-    group.remove()
+    if directories:
+        cgroups.from_directories(directories).remove()
