@@ -117,6 +117,13 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     opt("--uid", type=int, metavar="N", help="user id inside (default: 0, or the image's User)")
     opt("--gid", type=int, metavar="N",
         help="group id inside (default: 0, or the image's: the User's or the uid's group)")
+    opt("--home", dest="expose_home", action="store_true",
+        help="bind your home directory into the container, read-only (by default /home, "
+             "/root and your home are empty)")
+    opt("--host-ids", action="store_true",
+        help="run the container's user as your own host uid and gid: as root, the container's "
+             "root is then the host's root (needed to write root-owned --bind-rw directories; "
+             "by default root's containers run as unprivileged host ids)")
     opt("--no-init", action="store_true",
         help="run the command itself as PID 1, without the reaping init")
     opt("--cap-add", action="append", default=[], metavar="CAP",
@@ -263,6 +270,11 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         config["rootfs_readonly"] = False
     if args.no_init:
         config["init"] = False
+    if args.expose_home:
+        config["expose_home"] = True
+    if args.host_ids:
+        config["uid_map"] = [(args.uid or 0, os.geteuid(), 1)]
+        config["gid_map"] = [(args.gid or 0, os.getegid(), 1)]
     if args.mounts:
         config["mounts"] = make_mounts(args.mounts)
     if args.share:

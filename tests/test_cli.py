@@ -128,6 +128,29 @@ def test_bind_rw_writes_reach_host(tmp_path: Path) -> None:
     assert (tmp_path / "out").read_text() == "hi\n"
 
 
+def test_host_ids_write_where_the_caller_may(tmp_path: Path) -> None:
+    """--host-ids: the container's root is the caller (as root: the host's
+    root), so a directory only the caller may write takes the output."""
+    tmp_path.chmod(0o700)
+    r = isolate_run("--host-ids", "--bind-rw", f"{tmp_path}:/mnt", "--", "sh", "-c",
+                    "echo hi > /mnt/out")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out").stat().st_uid == os.geteuid()
+    r = isolate_run("--bind-rw", f"{tmp_path}:/mnt", "--", "sh", "-c", "echo hi > /mnt/again")
+    assert (r.returncode != 0) == (os.geteuid() == 0), r.stderr   # root's containers: other ids
+
+
+def test_home_shows_the_callers_home_read_only() -> None:
+    home = os.path.expanduser("~")
+    r = isolate_run("--home", "--", "sh", "-c", f"grep ' {home} ' /proc/self/mountinfo; "
+                    f"touch {home}/x")
+    # The bind (read-only) over the empty tmpfs that hides homes.
+    assert any(f"{home} {home} ro," in line for line in r.stdout.splitlines()), r.stdout
+    assert r.returncode != 0, r.stderr
+    r = isolate_run("--", "sh", "-c", f"ls -A {home} | wc -l")
+    assert r.stdout.strip() == "0", r.stderr
+
+
 def test_tmpfs_is_writable_and_private() -> None:
     r = isolate_run("--tmpfs", "/mnt", "--", "sh", "-c",
                     "echo hi > /mnt/isolate-cli-f && cat /mnt/isolate-cli-f")
