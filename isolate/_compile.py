@@ -36,7 +36,9 @@ _cache_lock = threading.Lock()
 def prepare(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> tuple[Plan, NativePlan]:
     """Check the host for this run, then compile (or reuse) its plan."""
     check_host(config, argv)
-    key = (config.key(), tuple(argv), tuple(stdio), os.geteuid(), os.getegid())
+    # HOME and XDG_RUNTIME_DIR name directories the host's root hides (_rootfs).
+    key = (config.key(), tuple(argv), tuple(stdio), os.geteuid(), os.getegid(),
+           os.environ.get("HOME"), os.environ.get("XDG_RUNTIME_DIR"))
     with _cache_lock:
         compiled = _cache.get(key)
         if compiled is not None:
