@@ -2,12 +2,14 @@
 
 Shared by both backends (cgroup_v1.py, cgroup_v2.py): every write that the
 kernel refuses becomes a CgroupError naming the path, the value and the
-errno, instead of a bare OSError from somewhere deep in a spawn.
+errno, instead of a bare OSError from somewhere deep in a spawn.  Also
+the kill both use where the kernel has no cgroup.kill (kill_all).
 """
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 
 from .errors import CgroupError
@@ -87,6 +89,43 @@ def procs(directory: str) -> list[int]:
         return [int(line) for line in read(os.path.join(directory, "cgroup.procs")).split()]
     except OSError:
         return []
+
+
+def kill_all(directory: str, timeout: float = 5.0, rounds: int = 100) -> None:
+    """SIGKILL every process in a cgroup until it is empty (processes may
+    fork meanwhile), for `rounds` passes or `timeout` seconds at most."""
+    deadline = time.monotonic() + timeout
+    for _ in range(rounds):
+        if not kill_listed(directory) or time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+
+
+def kill_listed(directory: str) -> list[int]:
+    """SIGKILL the processes in a cgroup once; the pids it found there.
+
+    A pid read from cgroup.procs may be reused before it is signalled, so
+    each is pinned by a pidfd first, and signalled only if cgroup.procs,
+    read again after that, still lists it: the pidfd then names that
+    process, the one in the cgroup.
+    """
+    pidfds: dict[int, int] = {}
+    for pid in procs(directory):
+        try:
+            pidfds[pid] = os.pidfd_open(pid)
+        except ProcessLookupError:   # gone already
+            pass
+    try:
+        listed = procs(directory)
+        for pid in set(listed) & set(pidfds):
+            try:
+                signal.pidfd_send_signal(pidfds[pid], signal.SIGKILL)
+            except ProcessLookupError:   # exited since: its pid is another's now
+                pass
+    finally:
+        for pidfd in pidfds.values():
+            os.close(pidfd)
+    return listed
 
 
 def own_path(controller: str | None = None) -> str:

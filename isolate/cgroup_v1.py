@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 
 from . import cgroup_files as files
@@ -111,20 +110,15 @@ class CgroupV1:
         self._freezer("THAWED")
 
     def kill(self) -> None:
-        """Freeze (so nothing forks meanwhile), SIGKILL every task, thaw."""
-        directory = self.dirs.get("freezer") or next(iter(self.dirs.values()), None)
-        if directory is None:
-            return
-        frozen = "freezer" in self.dirs
-        if frozen:
+        """SIGKILL every task: under the freezer if mounted (nothing forks or
+        exits meanwhile; killed tasks die when thawed), else pass after pass
+        until the cgroup is empty."""
+        if "freezer" in self.dirs:
             self.freeze()
-        for pid in files.procs(directory):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if frozen:
+            files.kill_listed(self.dirs["freezer"])
             self.thaw()
+        elif self.dirs:
+            files.kill_all(next(iter(self.dirs.values())))
 
     def remove(self) -> None:
         """Kill what is left, then remove every directory."""

@@ -84,9 +84,9 @@ class CgroupV2:
         if os.path.exists(self._file("cgroup.kill")):
             files.write(self._file("cgroup.kill"), 1)
             return
+        # Frozen, nothing forks; a frozen task still dies of SIGKILL on v2.
         self.freeze()
-        for pid in files.procs(self.path):
-            _kill(pid)
+        files.kill_all(self.path)
         self.thaw()
 
     def remove(self) -> None:
@@ -175,9 +175,3 @@ def _lines(path: str) -> list[str]:
     except OSError:
         return []
 
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        pass

@@ -131,9 +131,8 @@ def _cgroup_directories(record: ContainerState) -> list[str]:
 def _remove_cgroup(directories: list[str]) -> None:
     """Kill what is left in a detached container's cgroup and remove it.
 
-    Through the backend's remove(): cgroup.kill on v2, or (v1) SIGKILL while
-    the freezer holds every process still, so no pid read from cgroup.procs
-    can be reused before it is signalled.
+    Through the backend's remove(), whose kill() never signals a reused pid:
+    cgroup.kill on v2, else each pid pinned by a pidfd (cgroup_files.kill_listed).
     """
     if directories:
         cgroups.from_directories(directories).remove()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 import warnings
 
@@ -15,8 +16,9 @@ import pytest
 
 import isolate
 from isolate import CgroupLimit, cgroups
-from conftest import (PYTHON, RUN_TIMEOUT, assert_no_leaks, cgroup_dirs, drop_to, pid_alive, require,
-                      run_in_fork, snapshot, unwrap, wait_until)
+from conftest import (PIDS_CGROUP_ROOT, PYTHON, RUN_TIMEOUT, assert_no_leaks, cgroup_dirs, drop_to,
+                      marker, pid_alive, pids_cgroup_available, require, run_in_fork, snapshot, unwrap,
+                      wait_until)
 
 #: How much slower this machine runs than a normal one: .ci/run sets 20 for
 #: the emulated cgroup-v2 VM.  It scales timeouts and loop counts, never a
@@ -410,3 +412,22 @@ def _writable_by(ids: tuple[int, int]) -> bool:
 def cgroups_own(controller: str) -> str:
     from isolate import cgroup_files
     return cgroup_files.own_path(controller or None)
+
+
+def test_kill_all_empties_a_cgroup_without_the_freezer():
+    """cgroup_files.kill_all (v1 without a freezer, v2 without cgroup.kill)
+    kills a shell that keeps forking, and whatever it forked."""
+    require(pids_cgroup_available(), "needs root and a cgroup v1 pids hierarchy")
+    from isolate import cgroup_files
+    group = PIDS_CGROUP_ROOT / marker()
+    group.mkdir()
+    try:
+        (group / "pids.max").write_text("500")   # a bound, never reached: sh would exit at it
+        shell = subprocess.Popen(["sh", "-c", "while :; do sleep 300 & sleep 0.01; done"],
+                                 preexec_fn=lambda: (group / "cgroup.procs").write_text("0"))
+        assert wait_until(lambda: len(cgroup_files.procs(str(group))) >= 10, timeout=10 * SLOW)
+        cgroup_files.kill_all(str(group))
+        assert not cgroup_files.procs(str(group))
+        assert shell.wait(timeout=RUN_TIMEOUT) == -signal.SIGKILL
+    finally:
+        group.rmdir()
