@@ -149,13 +149,21 @@ def stored(host_dir: Path) -> tuple[isolate.ImageStore, isolate.Image]:
     return store, store.import_archive(archive(host_dir, [[file("a", "a")], [file("b", "b")]]))
 
 
-def test_a_lease_keeps_layers_while_its_holder_exists(host_dir: Path, stored):
-    store, image = stored
+def leased_and_removed(host_dir: Path, store: isolate.ImageStore, image: isolate.Image
+                       ) -> tuple[Path, str]:
+    """Lease `image`'s layers for a holder file that exists, then remove the
+    image: only the lease keeps its layers.  Returns the holder and the lease."""
     holder = host_dir / "web.json"
     holder.write_text("{}")
     path, fd = store.lease(str(holder), image.diff_ids)
     os.close(fd)
     store.remove(image)
+    return holder, path
+
+
+def test_a_lease_keeps_layers_while_its_holder_exists(host_dir: Path, stored):
+    store, image = stored
+    holder, path = leased_and_removed(host_dir, store, image)
     store.gc()
     assert all(os.path.isdir(layer) for layer in image.layers)
     holder.unlink()     # its container was removed by hand, or its /run went with a reboot
@@ -180,11 +188,7 @@ def test_a_lease_being_set_up_holds_without_its_holder(host_dir: Path, stored):
 
 def test_end_lease_deletes_the_layers_only_it_kept(host_dir: Path, stored):
     store, image = stored
-    holder = host_dir / "web.json"
-    holder.write_text("{}")
-    path, fd = store.lease(str(holder), image.diff_ids)
-    os.close(fd)
-    store.remove(image)
+    _, path = leased_and_removed(host_dir, store, image)
     store.end_lease(path)
     assert os.listdir(Path(store.root, "layers", "sha256")) == []
     assert os.listdir(Path(store.root, "leases")) == []
