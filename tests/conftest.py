@@ -455,6 +455,17 @@ def rootless(rootless_ids: tuple[int, int]) -> tuple[int, int]:
     return rootless_ids
 
 
+@pytest.fixture(params=["root", "rootless"])
+def caller(request) -> Callable[[Callable[[], Any]], Any]:
+    """Call a function as root, or in a child dropped to the rootless user."""
+    import isolate
+    isolate.run(["true"])   # load the native module and PID 1's memfd before any snapshot
+    if request.param == "root":
+        return lambda fn: fn()
+    ids = request.getfixturevalue("rootless")
+    return lambda fn: unwrap(run_in_fork(fn, setup=drop_to(*ids)))
+
+
 # --- a minimal root filesystem ------------------------------------------------
 
 def busybox_rootfs(parent: Path) -> Path:

@@ -2,7 +2,7 @@
 that must fail here.  docs/security.md maps every test to its CVE class.
 
 Each attack runs twice: as root, and as the unprivileged user (rootless),
-through the `caller` fixture.
+through the `caller` fixture (conftest).
 """
 from __future__ import annotations
 
@@ -12,32 +12,15 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable
-
-import pytest
 
 import isolate
-from conftest import (HOST_ROOT_MAPS, PYTHON, RUN_TIMEOUT, assert_no_leaks, busybox_rootfs,
-                      drop_to, run_in_fork, snapshot, unwrap)
-
-
-@pytest.fixture(params=["root", "rootless"])
-def caller(request) -> Callable[[Callable[[], Any]], Any]:
-    """Call a function as root, or in a child dropped to the rootless user."""
-    isolate.run(["true"])   # load the native module and PID 1's memfd before any snapshot
-    if request.param == "root":
-        return lambda fn: fn()
-    ids = request.getfixturevalue("rootless")
-    return lambda fn: unwrap(run_in_fork(fn, setup=drop_to(*ids)))
-
-
-#: A Python every user can run (the test's own may sit in root's home).
-INNER_PYTHON = PYTHON   # conftest's: an interpreter a default container can see
+from conftest import (HOST_ROOT_MAPS, PYTHON, RUN_TIMEOUT, assert_no_leaks, busybox_rootfs, run_in_fork,
+                      snapshot, unwrap)
 
 
 def python_inside(code: str, **config) -> dict:
     """Run Python code in a container; it prints one JSON object."""
-    r = isolate.run([INNER_PYTHON, "-c", code], capture_output=True, text=True,
+    r = isolate.run([PYTHON, "-c", code], capture_output=True, text=True,
                     timeout=RUN_TIMEOUT, **config)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -66,7 +49,7 @@ def test_proc_exe_not_writable(caller):
     """Neither /proc/self/exe (the host's python, bound read-only) nor
     /proc/1/exe (PID 1: undumpable, a sealed memfd) can be opened for writing,
     also by way of an O_PATH descriptor reopened through /proc/self/fd."""
-    before = sha256(INNER_PYTHON)
+    before = sha256(PYTHON)
     code = TRY + """
 def reopen(path):
     fd = os.open(path, os.O_PATH)
@@ -76,7 +59,7 @@ print(json.dumps({p: [attempt(lambda: os.open(p, os.O_WRONLY)), attempt(lambda: 
 """
     result = caller(lambda: python_inside(code))
     assert all(outcome != "ok" for outcomes in result.values() for outcome in outcomes), result
-    assert sha256(INNER_PYTHON) == before
+    assert sha256(PYTHON) == before
 
 
 def test_pid1_exe_is_a_sealed_copy_even_with_all_capabilities():
@@ -142,7 +125,7 @@ def test_joining_process_unreachable():
     memory (the caller holds its memory undumpable meanwhile)."""
     # The scanner is a Python the container has (the caller's may be in a
     # hidden home); it looks for processes running the caller's.
-    with isolate.Container([INNER_PYTHON, "-c", SCANNER, "8", PYTHON], stdout=isolate.PIPE,
+    with isolate.Container([PYTHON, "-c", SCANNER, "8", PYTHON], stdout=isolate.PIPE,
                            capabilities="ALL") as c:
         assert c.process.stdout.readline() == b"ready\n"
         for _ in range(150):
@@ -354,7 +337,7 @@ def _tiocsti_from_container(**config) -> str:
         code = ("import fcntl, termios\n"
                 "try:\n    fcntl.ioctl(0, termios.TIOCSTI, b'x'); print('injected')\n"
                 "except OSError as e:\n    print(e.errno)\n")
-        r = isolate.run([INNER_PYTHON, "-c", code], stdin=tty, capture_output=True, text=True,
+        r = isolate.run([PYTHON, "-c", code], stdin=tty, capture_output=True, text=True,
                         timeout=RUN_TIMEOUT, **config)
         return r.stdout.strip()
     return unwrap(run_in_fork(body))

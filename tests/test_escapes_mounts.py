@@ -21,7 +21,7 @@ import pytest
 
 import isolate
 from conftest import RUN_TIMEOUT, busybox_rootfs, require
-from test_escapes import TRY, caller, python_inside  # noqa: F401  (caller is a fixture)
+from test_escapes import TRY, python_inside
 
 BUSYBOX = "/bin/busybox"
 

@@ -12,7 +12,6 @@ import isolate
 from isolate import CgroupLimit, Seccomp
 
 from conftest import PYTHON, RUN_TIMEOUT, pids_cgroup_available, require
-from test_escapes import caller  # noqa: F401  (a fixture: root and rootless)
 
 #: Prints whether socket() works, the nofile limit, no_new_privs and CapBnd.
 PROBE = """

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -22,9 +22,7 @@ from isolate import Config, Seccomp, named
 from isolate.errors import IsolateError
 from isolate.state import ContainerState, StateDir, StateError
 
-from conftest import (RUN_TIMEOUT, drop_to, marker, pid_alive, require, run_in_fork, unwrap,
-                      wait_until)
-from test_escapes import INNER_PYTHON
+from conftest import PYTHON, RUN_TIMEOUT, marker, pid_alive, require, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -194,15 +192,6 @@ print(json.dumps({"socket": sock, "nofile": resource.getrlimit(resource.RLIMIT_N
 """
 
 
-@pytest.fixture(params=["root", "rootless"])
-def caller(request) -> Callable[[Callable[[], Any]], Any]:
-    """Call a function as root, or in a child dropped to the rootless user."""
-    if request.param == "root":
-        return lambda fn: fn()
-    ids = request.getfixturevalue("rootless")
-    return lambda fn: unwrap(run_in_fork(fn, setup=drop_to(*ids), timeout=RUN_TIMEOUT * 2))
-
-
 def exec_policy_inside() -> dict[str, Any]:
     """Start a detached container denied socket() with nofile=64 and only
     CAP_KILL; exec into it, as it is and with seccomp explicitly off."""
@@ -213,7 +202,7 @@ def exec_policy_inside() -> dict[str, Any]:
         named.start_detached(states, "pol", ["sleep", "1000"], config)
         seen = {}
         for label, weaken in (("kept", {}), ("weakened", {"seccomp": None})):
-            r = named.exec_named(states, "pol", [INNER_PYTHON, "-c", POLICY], capture_output=True,
+            r = named.exec_named(states, "pol", [PYTHON, "-c", POLICY], capture_output=True,
                                  text=True, timeout=RUN_TIMEOUT, **weaken)
             assert r.returncode == 0, r.stderr
             seen[label] = json.loads(r.stdout)

@@ -12,8 +12,7 @@ import pytest
 
 import isolate
 from isolate import seccomp
-from conftest import RUN_TIMEOUT, drop_to, run_in_fork, unwrap
-from test_escapes import INNER_PYTHON
+from conftest import PYTHON, RUN_TIMEOUT, drop_to, run_in_fork, unwrap
 
 #: Inside a container: make raw system calls, print {name: errno or 0}.
 PROBE = """
@@ -39,7 +38,7 @@ print(json.dumps({name: fn() for name, fn in calls.items() if name in sys.argv[1
 
 
 def probe(*names: str, **config) -> dict:
-    r = isolate.run([INNER_PYTHON, "-c", PROBE, *names], capture_output=True, text=True,
+    r = isolate.run([PYTHON, "-c", PROBE, *names], capture_output=True, text=True,
                     timeout=RUN_TIMEOUT, **config)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -79,7 +78,7 @@ def test_x32_system_call_kills():
     """An x32 system call (number with bit 0x40000000) kills the process."""
     code = ("import ctypes; libc = ctypes.CDLL(None)\n"
             "libc.syscall(ctypes.c_long(0x40000000 | 39))\nprint('survived')")
-    r = isolate.run([INNER_PYTHON, "-c", code], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    r = isolate.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert r.returncode == -signal.SIGSYS and "survived" not in r.stdout
 
 

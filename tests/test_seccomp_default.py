@@ -12,8 +12,7 @@ import platform
 import signal
 
 import isolate
-from conftest import RUN_TIMEOUT, require
-from test_escapes import INNER_PYTHON, caller  # noqa: F401  (caller is a fixture)
+from conftest import PYTHON, RUN_TIMEOUT, require
 
 #: Inside a container: make each raw system call of argv[1], a JSON list of
 #: [label, abi, number, args...], through the x86_64 ABI (syscall(2)) or
@@ -109,7 +108,7 @@ def require_x86() -> None:
 def probe(calls: dict[str, tuple], **config) -> dict[str, str]:
     """Make `calls` in a container; {label: "ok" or errno name}."""
     spec = json.dumps([[label, *call] for label, call in calls.items()])
-    r = isolate.run([INNER_PYTHON, "-c", PROBE, spec], capture_output=True, text=True,
+    r = isolate.run([PYTHON, "-c", PROBE, spec], capture_output=True, text=True,
                     timeout=RUN_TIMEOUT, **config)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -161,7 +160,7 @@ def test_ordinary_programs_run(caller):
 
     def run() -> tuple[str, str]:
         sh = isolate.run(shell, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-        py = isolate.run([INNER_PYTHON, "-c", code], capture_output=True, text=True,
+        py = isolate.run([PYTHON, "-c", code], capture_output=True, text=True,
                          timeout=RUN_TIMEOUT)
         assert sh.returncode == 0 and py.returncode == 0, (sh.stderr, py.stderr)
         return sh.stdout, py.stdout
@@ -177,7 +176,7 @@ def test_x32_system_calls_kill(caller):
     def x32(number: int) -> tuple[int, str]:
         code = ("import ctypes; libc = ctypes.CDLL(None)\n"
                 f"libc.syscall(ctypes.c_long(0x40000000 | {number}))\nprint('survived')")
-        r = isolate.run([INNER_PYTHON, "-c", code], capture_output=True, text=True,
+        r = isolate.run([PYTHON, "-c", code], capture_output=True, text=True,
                         timeout=RUN_TIMEOUT)
         return r.returncode, r.stdout
     assert caller(lambda: [x32(39), x32(1000)]) == [(-signal.SIGSYS, "")] * 2
