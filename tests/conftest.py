@@ -51,18 +51,19 @@ SETTLE_TIMEOUT = 10.0
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "cgroup_v2: needs a cgroup v2 (unified) host; "
                             "CI runs these in ../shared/tools/cgroup2-vm")
+    config.addinivalue_line("markers", "cgroup_v1: needs a cgroup v1 (or hybrid) host, "
+                            "which the main CI run is")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Deselect (not skip) the cgroup_v2 tests on a host that is not v2:
-    CI runs them in its v2 VM lane, and the summary counts them."""
+    """Deselect (not skip) the tests of the other cgroup version: CI runs
+    both, v1 on this host and v2 in its VM lane, and the summary counts them."""
     from isolate import cgroups
-    if cgroups.unified():
-        return
-    deselected = [item for item in items if item.get_closest_marker("cgroup_v2")]
+    other = "cgroup_v1" if cgroups.unified() else "cgroup_v2"
+    deselected = [item for item in items if item.get_closest_marker(other)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("cgroup_v2")]
+        items[:] = [item for item in items if not item.get_closest_marker(other)]
 
 
 def require(condition: object, reason: str) -> None:

@@ -74,18 +74,20 @@ def test_oom_in_the_container_never_kills_the_caller():
     assert_survived(result)
 
 
-#: In the container: keep looking for the next pid and stop it.  It stops
-#: whatever starts in the container next, such as a process being exec'd.
+#: In the container: keep stopping every other process, up to the next few
+#: pids to come, such as a process being exec'd.
 STOPPER = """
 import os, signal
+me = os.getpid()
 while True:
     with open("/proc/sys/kernel/ns_last_pid") as f:
         last = int(f.read())
-    for pid in range(last + 1, last + 4):
-        try:
-            os.kill(pid, signal.SIGSTOP)
-        except OSError:
-            pass
+    for pid in range(2, last + 4):
+        if pid != me:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                pass
 """
 
 
@@ -101,7 +103,8 @@ def test_a_container_that_stops_new_processes_cannot_hang_exec(namespaces):
         with isolate.Container([{PYTHON!r}, "-c", {STOPPER!r}], namespaces={kinds}) as c:
             for _ in range(20):
                 try:
-                    c.exec(["true"], timeout=3)
+                    # Long enough that the stopper, racing it, gets its turn.
+                    c.exec(["sleep", "0.2"], timeout=3)
                     outcomes.add("ran")
                 except isolate.TimeoutExpired:
                     outcomes.add("timeout")
@@ -122,11 +125,13 @@ def test_exec_oom_in_the_container_never_kills_the_caller():
     killed through it."""
     require(os.geteuid() == 0, "cgroup limits need root here")
     require(pids_cgroup_available(), "the pids controller")
-    # Python processes that each blow the limit: the OOM killer never rests.
-    hog = f"while :; do {PYTHON} -c 'bytearray(32 << 20)' 2>/dev/null; done"
+    # Python processes that each blow the limit (the OOM killer never rests),
+    # and offer themselves as its victims, so that the loop goes on.
+    hog = (f"while :; do {PYTHON} -c 'open(\"/proc/self/oom_score_adj\", \"w\").write(\"1000\"); "
+           f"bytearray(64 << 20)' 2>/dev/null; done")
     result = run_scenario(f"""
         import isolate
-        limits = isolate.CgroupLimit(memory="8M")
+        limits = isolate.CgroupLimit(memory="24M")
         for kinds in (isolate.ALL_NAMESPACES, isolate.ALL_NAMESPACES - {{"time"}}):
             with isolate.Container(["sh", "-c", {hog!r}], limits=limits, namespaces=kinds) as c:
                 for _ in range(15):
@@ -134,6 +139,8 @@ def test_exec_oom_in_the_container_never_kills_the_caller():
                         c.exec(["true"], timeout=10)
                     except (isolate.SpawnError, isolate.TimeoutExpired):
                         pass
+                    except isolate.IsolateError:
+                        break   # the OOM killer took the hog's shell too: the container ended
                 assert c.oom_killed, c.stats()
                 c.kill()
     """)

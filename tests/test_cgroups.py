@@ -414,6 +414,7 @@ def cgroups_own(controller: str) -> str:
     return cgroup_files.own_path(controller or None)
 
 
+@pytest.mark.cgroup_v1
 def test_kill_all_empties_a_cgroup_without_the_freezer():
     """cgroup_files.kill_all (v1 without a freezer, v2 without cgroup.kill)
     kills a shell that keeps forking, and whatever it forked."""

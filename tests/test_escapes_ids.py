@@ -21,7 +21,7 @@ import isolate
 from isolate import idmaps
 
 from conftest import HOST_ROOT_MAPS, PYTHON, RUN_TIMEOUT, require
-from test_escapes import TRY, caller, python_inside  # noqa: F401  (caller is a fixture)
+from test_escapes import TRY, python_inside
 
 
 def test_host_secrets_are_not_readable(caller):
