@@ -41,6 +41,20 @@ CI = os.environ.get("CI") == "true"
 PYTHON = os.path.realpath("/usr/bin/python3") if os.path.exists("/usr/bin/python3") \
     else os.path.realpath(sys.executable)
 
+#: Run inside a container: what confines this process (socket() allowed,
+#: RLIMIT_NOFILE, no_new_privs, bounding set), printed as JSON.
+POLICY_PROBE = """
+import json, resource, socket
+try:
+    socket.socket().close()
+    sock = "ok"
+except OSError as exc:
+    sock = exc.errno
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({"socket": sock, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+                  "nnp": status["NoNewPrivs"].strip(), "capbnd": status["CapBnd"].strip()}))
+"""
+
 #: Generous bound for any single container run, only there to avoid hangs.
 RUN_TIMEOUT = 30.0
 

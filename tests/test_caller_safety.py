@@ -14,10 +14,9 @@ import textwrap
 
 import pytest
 
-import isolate
 from isolate import CgroupLimit, ConfigError
 
-from conftest import PYTHON, RUN_TIMEOUT, pids_cgroup_available, require
+from conftest import PYTHON, pids_cgroup_available, require
 
 #: How long a scenario may take before we call it a hang (a bound on a
 #: hang, not a measure of speed).

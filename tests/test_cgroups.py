@@ -16,7 +16,7 @@ import pytest
 
 import isolate
 from isolate import CgroupLimit, cgroups
-from conftest import (PIDS_CGROUP_ROOT, PYTHON, RUN_TIMEOUT, assert_no_leaks, cgroup_dirs, drop_to,
+from conftest import (PIDS_CGROUP_ROOT, PYTHON, RUN_TIMEOUT, assert_no_leaks, drop_to,
                       marker, pid_alive, pids_cgroup_available, require, run_in_fork, snapshot, unwrap,
                       wait_until)
 

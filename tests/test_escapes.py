@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import threading
-from pathlib import Path
 
 import isolate
 from conftest import (HOST_ROOT_MAPS, PYTHON, RUN_TIMEOUT, assert_no_leaks, busybox_rootfs, run_in_fork,

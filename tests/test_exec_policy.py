@@ -4,6 +4,7 @@ capabilities and no_new_privs, unless the caller explicitly weakens them.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -11,28 +12,13 @@ import pytest
 import isolate
 from isolate import CgroupLimit, Seccomp
 
-from conftest import PYTHON, RUN_TIMEOUT, pids_cgroup_available, require
-
-#: Prints whether socket() works, the nofile limit, no_new_privs and CapBnd.
-PROBE = """
-import json, resource, socket
-try:
-    socket.socket().close()
-    sock = "ok"
-except OSError as e:
-    sock = e.errno
-status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines()
-              if ":\\t" in line)
-print(json.dumps({"socket": sock, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
-                  "nnp": status["NoNewPrivs"].strip(), "capbnd": status["CapBnd"].strip()}))
-"""
+from conftest import POLICY_PROBE, PYTHON, RUN_TIMEOUT, pids_cgroup_available, require
 
 POLICY = dict(seccomp=Seccomp.deny(["socket"]), rlimits={"nofile": 64}, cap_drop=["NET_RAW"])
 
 
 def probe(c: isolate.Container, **overrides) -> dict:
-    import json
-    r = c.exec([PYTHON, "-c", PROBE], capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    r = c.exec([PYTHON, "-c", POLICY_PROBE], capture_output=True, text=True, timeout=RUN_TIMEOUT,
                **overrides)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)

@@ -22,7 +22,7 @@ from isolate import Config, Seccomp, named
 from isolate.errors import IsolateError
 from isolate.state import ContainerState, StateDir, StateError
 
-from conftest import PYTHON, RUN_TIMEOUT, marker, pid_alive, require, wait_until
+from conftest import POLICY_PROBE, PYTHON, RUN_TIMEOUT, marker, pid_alive, require, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -178,20 +178,6 @@ def test_detached_container_keeps_its_limits_until_rm(root: Path) -> None:
 
 # --- exec applies the container's policy (issue 10, item 3) ---------------------
 
-#: Run inside: what confines this process, as JSON.
-POLICY = """
-import json, resource, socket
-try:
-    socket.socket().close()
-    sock = "ok"
-except OSError as exc:
-    sock = exc.errno
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-print(json.dumps({"socket": sock, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
-                  "nnp": status["NoNewPrivs"].strip(), "capbnd": status["CapBnd"].strip()}))
-"""
-
-
 def exec_policy_inside() -> dict[str, Any]:
     """Start a detached container denied socket() with nofile=64 and only
     CAP_KILL; exec into it, as it is and with seccomp explicitly off."""
@@ -202,7 +188,7 @@ def exec_policy_inside() -> dict[str, Any]:
         named.start_detached(states, "pol", ["sleep", "1000"], config)
         seen = {}
         for label, weaken in (("kept", {}), ("weakened", {"seccomp": None})):
-            r = named.exec_named(states, "pol", [PYTHON, "-c", POLICY], capture_output=True,
+            r = named.exec_named(states, "pol", [PYTHON, "-c", POLICY_PROBE], capture_output=True,
                                  text=True, timeout=RUN_TIMEOUT, **weaken)
             assert r.returncode == 0, r.stderr
             seen[label] = json.loads(r.stdout)

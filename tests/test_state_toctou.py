@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -60,14 +58,9 @@ def victim(request) -> tuple[Callable[[], None] | None, int, tuple[int, int]]:
 
 
 @pytest.fixture
-def parent() -> Iterator[Path]:
+def parent(host_dir: Path) -> Path:
     """An empty directory outside root's private temp dir, mode 0755."""
-    path = Path(tempfile.mkdtemp(prefix="isolate-test-toctou-", dir="/var/tmp"))
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    return host_dir
 
 
 def forged_record(name: str, pid: int) -> dict[str, Any]:
