@@ -29,14 +29,14 @@ static int workload_main(void *arg)
     _exit(127);
 }
 
+/* The most cgroup hierarchies pid1 is handed (v1 has about a dozen). */
+#define MAX_CGROUP_ARGS 32
+
 /* Exec pid1 in place of the calling process.  pid1 tells the parent that
  * the workload runs once it has made itself undumpable: until then this
  * process shares the caller's memory, and the parent keeps that memory
  * undumpable (spawn.c), so nothing in the container can open our
  * /proc/PID/mem or /proc/PID/exe (the runc CVE-2016-9962 class). */
-/* The most cgroup hierarchies pid1 is handed (v1 has about a dozen). */
-#define MAX_CGROUP_ARGS 32
-
 __attribute__((noreturn))
 static void exec_pid1(struct iso_child *child, pid_t workload)
 {
@@ -51,14 +51,14 @@ static void exec_pid1(struct iso_child *child, pid_t workload)
     ok = fcntl(report_fd, F_SETFD, 0) == 0;
     /* With cgroup_in_workload, pid1 joins the cgroups itself: this
      * process shares the caller's memory and must never be in them. */
+    int ncgroups = child->plan->cgroup_in_workload ? child->ncgroup_fds : 0;
+    if (ncgroups > MAX_CGROUP_ARGS) {
+        errno = E2BIG;
+        ok = 0;
+    }
     if (child->plan->cgroup_in_workload)
         argv[argc++] = child->plan->cgroup_in_workload == 2 ? "+" : "-";
-    for (int i = 0; ok && child->plan->cgroup_in_workload && i < child->ncgroup_fds; i++) {
-        if (i >= MAX_CGROUP_ARGS) {
-            errno = E2BIG;
-            ok = 0;
-            break;
-        }
+    for (int i = 0; ok && i < ncgroups; i++) {
         snprintf(texts[2 + i], sizeof texts[2 + i], "%d", child->cgroup_fds[i]);
         argv[argc++] = texts[2 + i];
         ok = fcntl(child->cgroup_fds[i], F_SETFD, 0) == 0;
