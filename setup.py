@@ -30,7 +30,10 @@ class BuildExtWithPid1(build_ext):
 
 
 setup(
-    name="isolate",
+    # The distribution name: "isolate" on PyPI is another project (fal.ai's),
+    # so `pip install isolate` would not get this one.  The import package
+    # and the command stay `isolate`.
+    name="isolate-sdk",
     version="0.1.0",
     description="Linux process isolation (namespaces, mounts, PID 1) as a Python library",
     packages=find_packages(include=["isolate", "isolate.*"]),
@@ -41,4 +44,10 @@ setup(
     install_requires=["cffi>=1.15", "attrs>=22.2", "psutil>=5.9", "zstandard>=0.21"],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"]},
     entry_points={"console_scripts": ["isolate = isolate.cli:main"]},
+    # The wheel holds the built extension and the static isolate/_pid1 (build_ext
+    # writes it into the build tree, so it ships without package_data), so it
+    # installs without a compiler.  cffi builds the extension against the
+    # stable ABI (_native.abi3.so: Py_LIMITED_API), so one wheel serves every
+    # CPython >= python_requires: tag cp310-abi3-linux_x86_64.
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )
