@@ -15,12 +15,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import cgroups, layer_use
+from . import layer_use
 from ._compile import prepare, uses_init
 from ._spawn import spawn
 from ._stdio import PIPE, open_stdio
 from .cgroup_stats import Stats
-from .cgroups import frozen as _cgroup_frozen
 from .config import Config, make_config
 from .overlay import Overlay
 from .errors import (CalledProcessError, CgroupError, ConfigError, IsolateError, NamespaceError,
@@ -121,6 +120,7 @@ class Container:
     def _make_cgroup(self):
         if self.config.limits is None:
             return None
+        from . import cgroups   # here: the cgroup backends load only for limits=
         return cgroups.create(self.config.limits, self.config.cgroup_parent)
 
     def _spawn(self, plan, timeout: float | None):
@@ -243,6 +243,12 @@ class Container:
 
 
 _RUN_ONLY = ("input", "capture_output", "timeout", "check", "text")
+
+
+def _cgroup_frozen(dirs: list[str]) -> bool:
+    """cgroups.frozen(), imported here: the cgroup backends load only when used."""
+    from .cgroups import frozen
+    return frozen(dirs)
 
 
 def exec_in(pid: int, base: Config, args: Sequence[str | bytes | os.PathLike], *,

@@ -18,12 +18,16 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
-from . import layer_write, mountinfo, units
+from . import mountinfo, units
 from .errors import ConfigError
 from .paths import within
+
+if TYPE_CHECKING:   # diff() imports it: it pulls in tarfile, which running a container never needs
+    from . import layer_write
 
 #: overlayfs stacks at most this many lower layers (OVL_MAX_STACK).
 MAX_LOWERS = 500
@@ -190,6 +194,7 @@ class Overlay:
         if self.upper is None:
             raise ConfigError("Overlay.upper", "an ephemeral upper is gone with its container; "
                               "give upper= to keep the changes")
+        from . import layer_write
         if os.geteuid() != 0:
             uid_map = uid_map if uid_map is not None else [(0, os.geteuid(), 1)]
             gid_map = gid_map if gid_map is not None else [(0, os.getegid(), 1)]

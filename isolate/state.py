@@ -31,20 +31,22 @@ import json
 import os
 import re
 import resource
-import secrets
 import stat
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import attrs
 
-from .config import Config
 from .errors import ConfigError, IsolateError
-from .overlay import Overlay
-from .seccomp import Action, Arg, Errno, Rule, Seccomp
+
+# Only for the annotations: importing them here would load the spawn path
+# (attrs classes, seccomp, overlay) for `isolate ps`, which only reads records.
+if TYPE_CHECKING:
+    from .config import Config
+    from .seccomp import Seccomp
 
 __all__ = [
     "RUNNING", "STOPPED", "ContainerExists", "ContainerNotFound", "ContainerState",
@@ -164,6 +166,8 @@ def exec_config(config: Config) -> dict[str, Any]:
     must apply just as the container did: capabilities, no_new_privs,
     rlimits and seccomp (see exec_fields() for the way back).
     """
+    from .overlay import Overlay
+    from .seccomp import Seccomp
     return {
         "env": dict(config.env),
         "cwd": config.cwd,
@@ -207,14 +211,18 @@ def exec_fields(saved: Mapping[str, Any]) -> dict[str, Any]:
 
 def _seccomp_from_json(saved: Mapping[str, Any]) -> Seccomp:
     """Rebuild a Seccomp profile from attrs.asdict() of it (validated again)."""
+    from .seccomp import Seccomp
     try:
         return Seccomp(**{field: _seccomp_value(value) for field, value in saved.items()})
     except TypeError as exc:
         raise StateError(f"container record: malformed seccomp profile: {exc}") from None
 
 
-#: The classes a profile is made of, each known by its set of field names.
-_SECCOMP_PARTS = {frozenset(f.name for f in attrs.fields(cls)): cls for cls in (Action, Errno, Arg, Rule)}
+@functools.cache
+def _seccomp_parts() -> dict[frozenset[str], type]:
+    """The classes a profile is made of, each known by its set of field names."""
+    from .seccomp import Action, Arg, Errno, Rule
+    return {frozenset(f.name for f in attrs.fields(cls)): cls for cls in (Action, Errno, Arg, Rule)}
 
 
 def _seccomp_value(value: Any) -> Any:
@@ -222,7 +230,7 @@ def _seccomp_value(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_seccomp_value(item) for item in value)
     if isinstance(value, Mapping):
-        cls = _SECCOMP_PARTS.get(frozenset(value))
+        cls = _seccomp_parts().get(frozenset(value))
         if cls is None:
             raise StateError(f"container record: unknown part of a seccomp profile: {value!r}")
         return cls(**{field: _seccomp_value(item) for field, item in value.items()})
@@ -297,6 +305,7 @@ class ContainerState:
         `config` is a JSON-safe mapping or an isolate.Config (reduced with
         exec_config()).  Call this before the process is reaped.
         """
+        from .config import Config
         if isinstance(config, Config):
             config = exec_config(config)
         return cls(name=name, pid=pid, start_time=pid_start_time(pid), argv=argv,
@@ -614,6 +623,7 @@ class StateDir:
         data = json.dumps(state.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
         # Same directory, so the rename cannot cross filesystems; the
         # leading '.' keeps list() from reading the temp file.
+        import secrets   # here: it pulls in random, base64 and hmac, which ps never needs
         tmp = f".{state.name}.{secrets.token_hex(8)}.tmp"
         fd = self._open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
