@@ -23,21 +23,24 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Iterator, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Optional, Sequence
 
-from . import named, namespace
-from .config import Config
-from .container import Container
 from .errors import ConfigError, ExecutableNotFound, ImageError, IsolateError
-from .images import Image, ImageStore
-from .limits import CgroupLimit
-from .mounts import Bind, Tmpfs
-from .progress import ProgressBar
-from .state import ContainerState, StateDir
+
+# Each subcommand imports what it needs in its cmd_* function: `isolate ps`
+# must not load the image store (tarfile, hashlib), the seccomp compiler or
+# the spawn path.  tests/test_startup.py checks it.
+if TYPE_CHECKING:
+    from .config import Config
+    from .images import Image, ImageStore
+    from .state import StateDir
 
 EXIT_RUNTIME_ERROR = 125
 EXIT_NOT_FOUND = 127
-NAMESPACES = tuple(namespace.KINDS)
+# isolate.namespace.KINDS, spelled out so that building the parser (for every
+# subcommand, and --help) does not load the native module; test_startup.py
+# checks that the two agree.
+NAMESPACES = ("user", "mount", "pid", "uts", "ipc", "net", "cgroup", "time")
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                      signal.SIGUSR1, signal.SIGUSR2)
 PROG = "isolate"
@@ -240,6 +243,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def make_mounts(specs: Sequence[tuple[str, str, str]]) -> list[Any]:
     """Turn ``(kind, src, dst)`` specs into isolate mount objects, in order."""
+    from .mounts import Bind, Tmpfs
     mounts: list[Any] = []
     for kind, src, dst in specs:
         if kind == "tmpfs":
@@ -260,6 +264,8 @@ def make_env(items: Sequence[tuple[str, str]], inherit: bool) -> Optional[dict[s
 
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Map parsed options to isolate config keywords (only those given)."""
+    from .limits import CgroupLimit
+    from .namespace import ALL as ALL_NAMESPACES
     config: dict[str, Any] = {}
     simple = {"hostname": "hostname", "rootfs": "rootfs", "cwd": "cwd",
               "uid": "user", "gid": "group"}
@@ -278,7 +284,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.mounts:
         config["mounts"] = make_mounts(args.mounts)
     if args.share:
-        config["namespaces"] = namespace.ALL - set(args.share)
+        config["namespaces"] = ALL_NAMESPACES - set(args.share)
     if args.cap_add:
         config["cap_add"] = args.cap_add
     if args.cap_drop:
@@ -349,10 +355,12 @@ def run_container(command: list[str], config: Config, states: StateDir | None = 
 
     With a name, it is recorded in `states` while it runs (so it can be
     exec'd into), and its exit code once it ends."""
+    from .container import Container
     with SignalForwarder().installed() as forwarder:
         with Container(command, config=config) as container:
             forwarder.attach(container.process)
             if name is not None:
+                from .state import ContainerState
                 states.save(ContainerState.for_process(name, container.pid, container.args, config))
             returncode = container.wait()
             if name is not None:
@@ -402,11 +410,13 @@ def default_store() -> str:
 
 def open_store(args: argparse.Namespace) -> ImageStore:
     """The image store --store names, or the default one."""
+    from .images import ImageStore
     return ImageStore(args.store or default_store())
 
 
 def import_archive(store: ImageStore, path: str, name: str | None = None) -> Image:
     """Import with a progress bar on a terminal."""
+    from .progress import ProgressBar
     bar = ProgressBar(f"importing {os.path.basename(path.rstrip('/'))}")
     try:
         return store.import_archive(path, name=name, progress=bar)
@@ -447,6 +457,7 @@ def find_image(args: argparse.Namespace) -> Image:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``isolate run``: the workload's exit status (0 once started with -d)."""
+    from .config import Config
     options = config_from_args(args)
     if args.image:
         if args.rootfs:
@@ -456,16 +467,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.command = image.command(args.command or None)
     config = Config(**options)
     if args.detach:
+        from . import named
+        from .state import StateDir
         record = named.start_detached(StateDir(args.root), args.name or named.new_name(),
                                       args.command, config)
         print(record.name)
         return 0
-    states = StateDir(args.root) if args.name else None
+    states = None
+    if args.name:
+        from .state import StateDir
+        states = StateDir(args.root)
     return exit_status(run_container(args.command, config, states, args.name))
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
     """``isolate exec NAME -- CMD``: the command's exit status."""
+    from . import named
+    from .state import StateDir
     overrides: dict[str, Any] = {}
     for option, keyword in (("cwd", "cwd"), ("uid", "user"), ("gid", "group")):
         if getattr(args, option) is not None:
@@ -477,6 +495,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_ps(args: argparse.Namespace) -> int:
     """``isolate ps``: one line per named container."""
+    from .state import StateDir
     print(f"{'NAME':<20} {'PID':>8} {'STATUS':<8} {'CREATED':<19} COMMAND")
     for record in StateDir(args.root).list():
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
@@ -487,12 +506,16 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def cmd_kill(args: argparse.Namespace) -> int:
     """``isolate kill NAME``."""
+    from . import named
+    from .state import StateDir
     named.kill_named(StateDir(args.root), args.name, args.signal)
     return 0
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
     """``isolate rm NAME``."""
+    from . import named
+    from .state import StateDir
     named.remove_named(StateDir(args.root), args.name, force=args.force)
     return 0
 
