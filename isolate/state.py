@@ -623,8 +623,7 @@ class StateDir:
         data = json.dumps(state.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
         # Same directory, so the rename cannot cross filesystems; the
         # leading '.' keeps list() from reading the temp file.
-        import secrets   # here: it pulls in random, base64 and hmac, which ps never needs
-        tmp = f".{state.name}.{secrets.token_hex(8)}.tmp"
+        tmp = f".{state.name}.{os.urandom(8).hex()}.tmp"   # what secrets.token_hex(8) does
         fd = self._open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             with os.fdopen(fd, "wb") as f:
