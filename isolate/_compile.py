@@ -151,10 +151,11 @@ def uses_init(config: Config) -> bool:
 
 
 def default_id_maps(config: Config) -> tuple[idmaps.IdMap, idmaps.IdMap]:
-    """The uid and gid maps of a container given none: the container's user
-    is the caller.  (idmaps.container_ids(), passed as uid_map and gid_map,
-    gives a root caller's container unprivileged host ids instead; it is not
-    the default yet: see idmaps.py.)"""
+    """The uid and gid maps of a container given none: a root caller's
+    container of the host's root runs as unprivileged host ids (idmaps.py
+    says why); otherwise the container's user is the caller."""
+    if os.geteuid() == 0 and config.rootfs is None:
+        return idmaps.container_ids("uid"), idmaps.container_ids("gid")
     return ((config.user, os.geteuid(), 1),), ((config.group, os.getegid(), 1),)
 
 

@@ -123,10 +123,10 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     opt("--home", dest="expose_home", action="store_true",
         help="bind your home directory into the container, read-only (by default /home, "
              "/root and your home are empty)")
-    opt("--userns-remap", action="store_true",
-        help="as root: run the container as 65536 unprivileged host ids (/etc/subuid and "
-             "/etc/subgid of the user 'isolate', else from 0x60000000), so that its root "
-             "is not the host's root")
+    opt("--host-ids", action="store_true",
+        help="run the container's user as your own host uid and gid: as root, the container's "
+             "root is then the host's root (needed to write root-owned --bind-rw directories; "
+             "by default root's containers run as unprivileged host ids)")
     opt("--no-init", action="store_true",
         help="run the command itself as PID 1, without the reaping init")
     opt("--cap-add", action="append", default=[], metavar="CAP",
@@ -278,10 +278,9 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         config["init"] = False
     if args.expose_home:
         config["expose_home"] = True
-    if args.userns_remap:
-        from . import idmaps
-        config["uid_map"] = idmaps.container_ids("uid")
-        config["gid_map"] = idmaps.container_ids("gid")
+    if args.host_ids:
+        config["uid_map"] = [(args.uid or 0, os.geteuid(), 1)]
+        config["gid_map"] = [(args.gid or 0, os.getegid(), 1)]
     if args.mounts:
         config["mounts"] = make_mounts(args.mounts)
     if args.share:

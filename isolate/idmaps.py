@@ -1,18 +1,14 @@
 """The host ids a root caller's containers run as.
 
-A container's root should not be the host's root: file permissions then
+A container's root must not be the host's root: file permissions would then
 let it read /etc/shadow, open root's UNIX sockets and FIFOs, and write
-whatever a bind exposes.  `uid_map=container_ids("uid"),
-gid_map=container_ids("gid")` (CLI `--userns-remap`) map its ids 0-65535 to
-65536 unprivileged host ids, as Docker's userns-remap and podman's
+whatever a bind exposes.  So when root starts a container on the host's
+own root filesystem without giving id maps, its ids 0-65535 map to 65536
+unprivileged host ids, as Docker's userns-remap and podman's
 --userns=auto do.  Which ids: the ranges given to the user "isolate" in
 /etc/subuid and /etc/subgid (the first of at least 65536 ids), else
 DEFAULT_BASE: in the range systemd sets aside for container ids
 (524288-1879048191), where no login user lives.
-
-It is not yet the default for root callers: with it, a signal sent to a
-container's PID 1 was lost about once in 8 to 25 runs under load
-(tests/test_init.py's signal forwarding), for a reason not found yet.
 """
 from __future__ import annotations
 

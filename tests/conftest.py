@@ -416,14 +416,13 @@ def host_dir() -> Iterable[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def remapped() -> dict[str, Any]:
-    """Config keywords that run a root caller's container as unprivileged
-    host ids (isolate.idmaps, CLI --userns-remap); empty for a rootless
-    caller, whose container root is already not the host's root."""
-    if os.geteuid() != 0:
-        return {}
-    from isolate import idmaps
-    return {"uid_map": idmaps.container_ids("uid"), "gid_map": idmaps.container_ids("gid")}
+def give_to_container_root(path: Path | str) -> None:
+    """Let a default container's root write `path`: a root caller's
+    containers run as unprivileged host ids (isolate.idmaps), not as the
+    host's root; a rootless caller's container root is the caller."""
+    if os.geteuid() == 0:
+        from isolate import idmaps
+        os.chown(path, idmaps.container_ids("uid")[0][1], idmaps.container_ids("gid")[0][1])
 
 
 #: Config keywords that make a root caller's container root the host's root

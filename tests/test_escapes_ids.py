@@ -1,11 +1,10 @@
-"""A remapped container's root is not the host's root (issue 10, item 2).
+"""A default container's root is not the host's root (issue 10, item 2).
 
 A read-only bind of the host's root stops writes, not reads of secrets or
 connect(2) to UNIX sockets: with the container's root mapped to the host's,
 file permissions let it read /etc/shadow and reach root's sockets and FIFOs
-wherever they are.  A root caller's containers run as unprivileged host ids
-with isolate.idmaps' maps (CLI --userns-remap; not yet the default, see
-idmaps.py); a rootless caller's never had more than its own.
+wherever they are.  A root caller's containers now run as unprivileged host
+ids (isolate.idmaps); a rootless caller's never had more than its own.
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ import pytest
 import isolate
 from isolate import idmaps
 
-from conftest import HOST_ROOT_MAPS, PYTHON, RUN_TIMEOUT, remapped, require
+from conftest import HOST_ROOT_MAPS, PYTHON, RUN_TIMEOUT, require
 from test_escapes import TRY, python_inside
 
 
@@ -29,7 +28,7 @@ def test_host_secrets_are_not_readable(caller):
     """/etc/shadow (root:shadow 0640) does not open."""
     require(os.path.exists("/etc/shadow"), "/etc/shadow on this host")
     code = TRY + 'print(json.dumps({"shadow": attempt(lambda: open("/etc/shadow").read())}))'
-    assert caller(lambda: python_inside(code, **remapped())) == {"shadow": "EACCES"}
+    assert caller(lambda: python_inside(code)) == {"shadow": "EACCES"}
 
 
 def test_the_control_reads_them_as_the_hosts_root():
@@ -76,7 +75,7 @@ def test_root_ipc_endpoints_are_unreachable(root_endpoints):
     write to its FIFO, though both sit in a directory it sees."""
     require(os.geteuid() == 0, "a root caller")
     r = isolate.run([PYTHON, "-c", ENDPOINTS, str(root_endpoints)], capture_output=True,
-                    text=True, timeout=RUN_TIMEOUT, **remapped())
+                    text=True, timeout=RUN_TIMEOUT)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"socket": "EACCES", "fifo": "EACCES"}
     mapped = isolate.run([PYTHON, "-c", ENDPOINTS, str(root_endpoints)], capture_output=True,
@@ -86,13 +85,13 @@ def test_root_ipc_endpoints_are_unreachable(root_endpoints):
     assert json.loads(mapped.stdout) == {"socket": "ok", "fifo": "ENXIO"}, mapped.stderr
 
 
-def test_a_remapped_container_has_65536_ids():
+def test_a_root_callers_container_has_65536_ids():
     """Package managers switch to their own users (apt: _apt, uid 42): the
     container has ids 0-65535, mapped to the range idmaps names."""
     require(os.geteuid() == 0, "a root caller")
     r = isolate.run(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; "
                                  "setpriv --reuid 42 --regid 42 --clear-groups id -u"],
-                    capture_output=True, text=True, timeout=RUN_TIMEOUT, **remapped())
+                    capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert r.returncode == 0, r.stderr
     *maps, uid = r.stdout.split("\n")[:-1]
     (_, first_uid, count), = idmaps.container_ids("uid")
@@ -110,8 +109,7 @@ def test_files_it_makes_belong_to_its_host_ids(host_dir):
     (_, first_gid, _), = idmaps.container_ids("gid")
     os.chown(host_dir, first_uid, first_gid)
     r = isolate.run(["sh", "-c", "echo x > /mnt/made && chmod 4755 /mnt/made"],
-                    mounts=[isolate.Bind(host_dir, "/mnt", readonly=False)], timeout=RUN_TIMEOUT,
-                    **remapped())
+                    mounts=[isolate.Bind(host_dir, "/mnt", readonly=False)], timeout=RUN_TIMEOUT)
     assert r.returncode == 0
     info = (host_dir / "made").stat()
     assert (info.st_uid, info.st_gid) == (first_uid, first_gid)

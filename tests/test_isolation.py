@@ -14,6 +14,7 @@ import isolate
 from conftest import (
     PYTHON,
     RUN_TIMEOUT,
+    give_to_container_root,
     host_mountinfo,
     host_ns,
     marker,
@@ -358,6 +359,7 @@ def test_bind_readonly_by_default(host_dir: Path):
 
 def test_bind_read_write(host_dir: Path):
     """Bind(..., readonly=False) lets the container write through to the host."""
+    give_to_container_root(host_dir)
     r = isolate.run(["sh", "-c", "echo written > /mnt/g"],
                     mounts=[isolate.Bind(str(host_dir), "/mnt", readonly=False)],
                     timeout=RUN_TIMEOUT)
