@@ -533,6 +533,20 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def set_up(contenders: list) -> tuple[list, dict[str, str]]:
+    """Set every contender up: those that can run, and why the others cannot
+    (a contender that breaks is a row of the table, not a crash)."""
+    unavailable: dict[str, str] = {}
+    for c in contenders:
+        try:
+            c.setup()
+        except Unavailable as e:
+            unavailable[c.name] = str(e)
+        except Exception as e:
+            unavailable[c.name] = f"failed: {type(e).__name__}: {e}"[:80]
+    return [c for c in contenders if c.name not in unavailable], unavailable
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Set up every contender, run the interleaved rounds, print the table."""
     args = parse_args(argv)
@@ -543,16 +557,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         namespaces = tuple(n for n in args.namespaces.split(",") if n and n != "none")
     with tempfile.TemporaryDirectory(prefix="isolate-bench-") as tmp:
         contenders = build_contenders(Path(tmp), namespaces)
-        unavailable: dict[str, str] = {}
         try:
-            for c in contenders:
-                try:
-                    c.setup()
-                except Unavailable as e:
-                    unavailable[c.name] = str(e)
-                except Exception as e:  # a contender that breaks is a row, not a crash
-                    unavailable[c.name] = f"failed: {type(e).__name__}: {e}"[:80]
-            active = [c for c in contenders if c.name not in unavailable]
+            active, unavailable = set_up(contenders)
             ns = contenders[0].namespaces  # type: ignore[attr-defined]
             print(f"/bin/true spawn-to-exit, {args.rounds} interleaved rounds "
                   f"(+{args.warmup} warmup), namespaces: {','.join(ns) or 'none'}",

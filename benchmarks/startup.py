@@ -205,16 +205,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         workdir = Path(tmp)
         env = python_env(workdir, args.pycache)
         contenders = build_contenders(workdir, env)
-        unavailable: dict[str, str] = {}
         try:
-            for c in contenders:
-                try:
-                    c.setup()
-                except Unavailable as e:
-                    unavailable[c.name] = str(e)
-                except Exception as e:  # a contender that breaks is a row, not a crash
-                    unavailable[c.name] = f"failed: {type(e).__name__}: {e}"[:80]
-            active = [c for c in contenders if c.name not in unavailable]
+            active, unavailable = spawn.set_up(contenders)
             cache = "bytecode cache on (private prefix)" if args.pycache else "environment as is"
             print(f"whole processes, {args.rounds} interleaved rounds (+{args.warmup} warmup), "
                   f"{cache}; python: {sys.executable}", flush=True)
