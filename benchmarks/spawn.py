@@ -31,6 +31,7 @@ Contenders that are not installed are reported as such, not as errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -43,7 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -533,18 +534,24 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def set_up(contenders: list) -> tuple[list, dict[str, str]]:
-    """Set every contender up: those that can run, and why the others cannot
-    (a contender that breaks is a row of the table, not a crash)."""
+@contextlib.contextmanager
+def prepared(contenders: list) -> Iterator[tuple[list, dict[str, str]]]:
+    """Set every contender up and yield those that can run and why the others
+    cannot (a contender that breaks is a row of the table, not a crash);
+    close them all at the end."""
     unavailable: dict[str, str] = {}
-    for c in contenders:
-        try:
-            c.setup()
-        except Unavailable as e:
-            unavailable[c.name] = str(e)
-        except Exception as e:
-            unavailable[c.name] = f"failed: {type(e).__name__}: {e}"[:80]
-    return [c for c in contenders if c.name not in unavailable], unavailable
+    try:
+        for c in contenders:
+            try:
+                c.setup()
+            except Unavailable as e:
+                unavailable[c.name] = str(e)
+            except Exception as e:
+                unavailable[c.name] = f"failed: {type(e).__name__}: {e}"[:80]
+        yield [c for c in contenders if c.name not in unavailable], unavailable
+    finally:
+        for c in contenders:
+            c.close()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -557,8 +564,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         namespaces = tuple(n for n in args.namespaces.split(",") if n and n != "none")
     with tempfile.TemporaryDirectory(prefix="isolate-bench-") as tmp:
         contenders = build_contenders(Path(tmp), namespaces)
-        try:
-            active, unavailable = set_up(contenders)
+        with prepared(contenders) as (active, unavailable):
             ns = contenders[0].namespaces  # type: ignore[attr-defined]
             print(f"/bin/true spawn-to-exit, {args.rounds} interleaved rounds "
                   f"(+{args.warmup} warmup), namespaces: {','.join(ns) or 'none'}",
@@ -574,9 +580,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             for note in odd:
                 print(f"note: {note}")
             print(f"({time.monotonic() - t0:.0f} s)")
-        finally:
-            for c in contenders:
-                c.close()
     return 0
 
 

@@ -205,8 +205,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         workdir = Path(tmp)
         env = python_env(workdir, args.pycache)
         contenders = build_contenders(workdir, env)
-        try:
-            active, unavailable = spawn.set_up(contenders)
+        with spawn.prepared(contenders) as (active, unavailable):
             cache = "bytecode cache on (private prefix)" if args.pycache else "environment as is"
             print(f"whole processes, {args.rounds} interleaved rounds (+{args.warmup} warmup), "
                   f"{cache}; python: {sys.executable}", flush=True)
@@ -229,9 +228,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(importtime_report("isolate run -- true", "from isolate.cli import main; "
                                         f"main(['run', '--', {TRUE!r}])", env))
             print(f"({time.monotonic() - t0:.0f} s)")
-        finally:
-            for c in contenders:
-                c.close()
     return 0
 
 
