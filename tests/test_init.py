@@ -48,12 +48,17 @@ print(zombies(), flush=True)
 """
 
 #: Python workload that exits with `code` when it receives signal `sig`.
+# It sleeps in short naps, not one long sleep: Python runs a handler only between
+# bytecodes, and a signal that lands after print() but before sleep()'s
+# syscall would otherwise wait out the whole sleep (the loop's back edge
+# runs it within 50 ms).
 TRAP = r"""
 import signal, sys, time
 sig, code = int(sys.argv[1]), int(sys.argv[2])
 signal.signal(sig, lambda *_: sys.exit(code))
 print("ready", flush=True)
-time.sleep(60)
+for _ in range(1200):
+    time.sleep(0.05)
 sys.exit(99)
 """
 
