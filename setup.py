@@ -43,7 +43,7 @@ setup(
     cmdclass={"build_ext": BuildExtWithPid1},
     install_requires=["cffi>=1.15", "attrs>=22.2", "psutil>=5.9", "zstandard>=0.21"],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"]},
-    entry_points={"console_scripts": ["isolate = isolate.cli:main"]},
+    entry_points={"console_scripts": ["isolate = isolate.cli.main:main"]},
     # The wheel holds the built extension and the static isolate/_pid1 (build_ext
     # writes it into the build tree, so it ships without package_data), so it
     # installs without a compiler.  cffi builds the extension against the

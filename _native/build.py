@@ -2,7 +2,7 @@
 
 The spawn plan's declarations cffi sees are exactly plan.h, which the C
 files include too, so Python and C cannot disagree about a struct's layout.
-syscalls.cdef declares the thin syscall layer used by isolate/_sys.py.
+syscalls.cdef declares the thin syscall layer used by isolate/_spawn/syscalls.py.
 """
 import os
 

@@ -294,7 +294,7 @@ class BwrapSeccomp(Call):
         if not shutil.which("bwrap"):
             raise Unavailable("not installed")
         try:
-            from isolate import seccomp
+            from isolate.security import seccomp
             self.filter.write_bytes(seccomp.compile_bpf(seccomp.docker_default()))
         except Exception as e:
             raise Unavailable(f"no filter: {type(e).__name__}: {e}"[:80]) from e

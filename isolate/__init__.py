@@ -13,7 +13,10 @@ pay for the image store, tarfile, hashlib or the seccomp compiler.
 ``from isolate import X`` and ``isolate.X`` work as if everything had been
 imported here; tests/test_startup.py checks that the heavy modules stay out.
 """
-import importlib
+import importlib.machinery
+import sys
+
+from isolate._util import lazy
 
 __version__ = "0.1.0"
 
@@ -27,62 +30,79 @@ __all__ = [
     "StateDir", "StateError", "TimeoutExpired", "Tmpfs", "UserNamespaceError", "exec_in", "run",
 ]
 
-#: Public name -> (module under isolate, name in that module).
-_LAZY = {
-    "Config": ("config", "Config"),
-    "CompletedProcess": ("container", "CompletedProcess"),
-    "Container": ("container", "Container"),
-    "exec_in": ("container", "exec_in"),
-    "run": ("container", "run"),
-    "CalledProcessError": ("errors", "CalledProcessError"),
-    "CgroupError": ("errors", "CgroupError"),
-    "ConfigError": ("errors", "ConfigError"),
-    "ExecutableNotFound": ("errors", "ExecutableNotFound"),
-    "ImageError": ("errors", "ImageError"),
-    "IsolateError": ("errors", "IsolateError"),
-    "LayerError": ("errors", "LayerError"),
-    "NamespaceError": ("errors", "NamespaceError"),
-    "SpawnError": ("errors", "SpawnError"),
-    "SpawnTimeout": ("errors", "SpawnTimeout"),
-    "TimeoutExpired": ("errors", "TimeoutExpired"),
-    "UserNamespaceError": ("errors", "UserNamespaceError"),
-    "Image": ("images", "Image"),
-    "ImageStore": ("images", "ImageStore"),
-    "CgroupLimit": ("limits", "CgroupLimit"),
-    "Bind": ("mounts", "Bind"),
-    "Tmpfs": ("mounts", "Tmpfs"),
-    "ALL_NAMESPACES": ("namespace", "ALL"),
-    "Namespace": ("namespace", "Namespace"),
-    "Overlay": ("overlay", "Overlay"),
-    "Process": ("process", "Process"),
-    "Seccomp": ("seccomp", "Seccomp"),
-    "ContainerExists": ("state", "ContainerExists"),
-    "ContainerNotFound": ("state", "ContainerNotFound"),
-    "ContainerState": ("state", "ContainerState"),
-    "StateDir": ("state", "StateDir"),
-    "StateError": ("state", "StateError"),
-    "DEVNULL": ("_stdio", "DEVNULL"),
-    "PIPE": ("_stdio", "PIPE"),
-    "STDOUT": ("_stdio", "STDOUT"),
+#: Public name -> "module" (under isolate) or "module:attribute".
+_EXPORTS = {
+    "Config": "config",
+    "CompletedProcess": "container",
+    "Container": "container",
+    "exec_in": "container",
+    "run": "container",
+    "CalledProcessError": "errors",
+    "CgroupError": "errors",
+    "ConfigError": "errors",
+    "ExecutableNotFound": "errors",
+    "ImageError": "errors",
+    "IsolateError": "errors",
+    "LayerError": "errors",
+    "NamespaceError": "errors",
+    "SpawnError": "errors",
+    "SpawnTimeout": "errors",
+    "TimeoutExpired": "errors",
+    "UserNamespaceError": "errors",
+    "Image": "images.store",
+    "ImageStore": "images.store",
+    "CgroupLimit": "cgroups.limits",
+    "Bind": "mounts",
+    "Tmpfs": "mounts",
+    "ALL_NAMESPACES": "namespace:ALL",
+    "Namespace": "namespace",
+    "Overlay": "overlay",
+    "Process": "process",
+    "Seccomp": "security.seccomp",
+    "ContainerExists": "named.state",
+    "ContainerNotFound": "named.state",
+    "ContainerState": "named.state",
+    "StateDir": "named.state",
+    "StateError": "named.state",
+    "DEVNULL": "_spawn.stdio",
+    "PIPE": "_spawn.stdio",
+    "STDOUT": "_spawn.stdio",
 }
 
+#: Documented modules that moved into a subpackage: the old name still
+#: imports (``import isolate.seccomp``, ``from isolate.state import X``)
+#: and is the same module object as the new one.
+MOVED = {
+    "idmaps": "security.idmaps",
+    "limits": "cgroups.limits",
+    "seccomp": "security.seccomp",
+    "state": "named.state",
+}
 
-def __getattr__(name: str):
-    """A public name on first use (then cached here), or a submodule
-    (``isolate.seccomp``, ``isolate.named``...) imported on first use."""
-    if name in _LAZY:
-        module, attribute = _LAZY[name]
-        value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
-        globals()[name] = value
-        return value
-    if not name.startswith("__"):
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise   # the submodule exists but something it imports does not
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy.exports(__name__, {**_EXPORTS, **{
+    old: f"{new.rsplit('.', 1)[0]}:{new.rsplit('.', 1)[1]}" for old, new in MOVED.items()}})
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+class _MovedModules:
+    """Finds ``isolate.<old name>`` and loads it as the module it became (a
+    meta path finder and loader, importlib.abc's protocols, duck-typed:
+    importing importlib.abc would cost more than this whole file)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        old = fullname.partition(f"{__name__}.")[2]
+        if old not in MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec):
+        module = importlib.import_module(f"{__name__}.{MOVED[spec.name.rsplit('.', 1)[1]]}")
+        spec.loader_state = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        # Already executed under its new name; the import system has just
+        # set the alias spec on it: give it its own back.
+        module.__spec__ = module.__spec__.loader_state
+
+
+sys.meta_path.append(_MovedModules())

@@ -13,13 +13,14 @@ from typing import Any
 
 import attrs
 
-from . import capabilities, masked, namespace, rlimits, seccomp
-from .capabilities import parser as _capability_set
-from .errors import ConfigError
-from .limits import CgroupLimit
-from .mounts import Bind, Tmpfs
-from .overlay import Overlay
-from .namespace import Namespace
+from isolate import namespace
+from isolate.security import capabilities, masked, rlimits, seccomp
+from isolate.security.capabilities import parser as _capability_set
+from isolate.errors import ConfigError
+from isolate.cgroups.limits import CgroupLimit
+from isolate.mounts import Bind, Tmpfs
+from isolate.overlay import Overlay
+from isolate.namespace import Namespace
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_HOSTNAME = "isolate"
@@ -54,7 +55,7 @@ def _rootfs(value: str | os.PathLike | Overlay | Any | None) -> str | Overlay | 
 
 def _is_image(value: Any) -> bool:
     # Without isolate.images imported, nothing can be one of its Images.
-    images = sys.modules.get("isolate.images")
+    images = sys.modules.get("isolate.images.store")
     return images is not None and isinstance(value, images.Image)
 
 

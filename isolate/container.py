@@ -15,18 +15,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import layer_use
-from ._compile import prepare, uses_init
-from ._spawn import spawn
-from ._stdio import PIPE, open_stdio
-from .cgroup_stats import Stats
-from .config import Config, make_config
-from .overlay import Overlay
-from .errors import (CalledProcessError, CgroupError, ConfigError, IsolateError, NamespaceError,
+from isolate.layers import in_use
+from isolate._spawn.compile import prepare, uses_init
+from isolate._spawn.executor import spawn
+from isolate._spawn.stdio import PIPE, open_stdio
+from isolate.cgroups.stats import Stats
+from isolate.config import Config, make_config
+from isolate.overlay import Overlay
+from isolate.errors import (CalledProcessError, CgroupError, ConfigError, IsolateError, NamespaceError,
                      SpawnTimeout, TimeoutExpired)
-from .limits import CgroupLimit
-from .namespace import Namespace
-from .process import Process
+from isolate.cgroups.limits import CgroupLimit
+from isolate.namespace import Namespace
+from isolate.process import Process
 
 
 class CompletedProcess(subprocess.CompletedProcess):
@@ -105,13 +105,13 @@ class Container:
         try:
             plan = prepare(self.config, self.argv, stdio.child)   # raises before anything exists
             if isinstance(self.config.rootfs, Overlay):
-                self._layer_locks = layer_use.hold(self.config.rootfs.lower)
+                self._layer_locks = in_use.hold(self.config.rootfs.lower)
             self.cgroup = self._make_cgroup()
             spawned = self._spawn(plan, timeout)
         except BaseException:
             stdio.close_all()
             self._remove_cgroup()
-            layer_use.release(self._layer_locks)
+            in_use.release(self._layer_locks)
             raise
         stdio.close_child_ends()
         self.process = Process(self.args, spawned, stdio.parent, uses_init(self.config))
@@ -120,8 +120,8 @@ class Container:
     def _make_cgroup(self):
         if self.config.limits is None:
             return None
-        from . import cgroups   # here: the cgroup backends load only for limits=
-        return cgroups.create(self.config.limits, self.config.cgroup_parent)
+        from isolate.cgroups import interface   # here: the cgroup backends load only for limits=
+        return interface.create(self.config.limits, self.config.cgroup_parent)
 
     def _spawn(self, plan, timeout: float | None):
         if self.cgroup is not None:
@@ -233,7 +233,7 @@ class Container:
             process.wait()
         self._execs.clear()
         self._remove_cgroup()
-        layer_use.release(self._layer_locks)
+        in_use.release(self._layer_locks)
         self.process.close()
 
     def _running(self) -> Process:
@@ -246,8 +246,8 @@ _RUN_ONLY = ("input", "capture_output", "timeout", "check", "text")
 
 
 def _cgroup_frozen(dirs: list[str]) -> bool:
-    """cgroups.frozen(), imported here: the cgroup backends load only when used."""
-    from .cgroups import frozen
+    """interface.frozen(), imported here: the cgroup backends load only when used."""
+    from isolate.cgroups.interface import frozen
     return frozen(dirs)
 
 

@@ -10,8 +10,8 @@ import posixpath
 
 import attrs
 
-from .errors import ConfigError
-from .units import parse_size
+from isolate.errors import ConfigError
+from isolate._util.units import parse_size
 
 
 def container_path(value: str | os.PathLike, field: str) -> str:

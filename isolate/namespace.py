@@ -12,20 +12,19 @@ import fcntl
 import os
 from collections.abc import Iterable, Iterator
 
-from . import _sys
-from ._stdio import PIPE
-from .errors import ConfigError, NamespaceError
+from isolate._spawn import syscalls
+from isolate.errors import ConfigError, NamespaceError
 
 #: Every namespace kind isolate can create, by the name users give it.
 KINDS: dict[str, int] = {
-    "user": _sys.CLONE_NEWUSER,
-    "mount": _sys.CLONE_NEWNS,
-    "pid": _sys.CLONE_NEWPID,
-    "uts": _sys.CLONE_NEWUTS,
-    "ipc": _sys.CLONE_NEWIPC,
-    "net": _sys.CLONE_NEWNET,
-    "cgroup": _sys.CLONE_NEWCGROUP,
-    "time": _sys.CLONE_NEWTIME,
+    "user": syscalls.CLONE_NEWUSER,
+    "mount": syscalls.CLONE_NEWNS,
+    "pid": syscalls.CLONE_NEWPID,
+    "uts": syscalls.CLONE_NEWUTS,
+    "ipc": syscalls.CLONE_NEWIPC,
+    "net": syscalls.CLONE_NEWNET,
+    "cgroup": syscalls.CLONE_NEWCGROUP,
+    "time": syscalls.CLONE_NEWTIME,
 }
 
 #: The default: a new namespace of every kind.
@@ -177,7 +176,7 @@ class Namespace:
         with open(path, "a"):
             pass
         try:
-            _sys.mount(f"/proc/self/fd/{self.fd}", path, None, _sys.MS_BIND)
+            syscalls.mount(f"/proc/self/fd/{self.fd}", path, None, syscalls.MS_BIND)
         except OSError as exc:
             os.unlink(path)
             raise NamespaceError(exc.errno, f"pin {self.kind} namespace at {path}: "
@@ -188,7 +187,7 @@ class Namespace:
         """Undo every pin() of this object: unmount and remove the files."""
         while self._pins:
             path = self._pins.pop()
-            _sys.umount2(path, _sys.MNT_DETACH)
+            syscalls.umount2(path, syscalls.MNT_DETACH)
             os.unlink(path)
 
 
@@ -201,15 +200,15 @@ def _open_fd(path: str) -> int:
 
 def _setns(fd: int, nstype: int, ns: Namespace) -> None:
     try:
-        _sys.setns(fd, nstype)
+        syscalls.setns(fd, nstype)
     except OSError as exc:
         raise NamespaceError(exc.errno, f"setns into {ns!r}: {exc.strerror}") from None
 
 
 def _create(kind: str) -> Namespace:
-    """Start a process in a new namespace of `kind`, keep the namespace, end it."""
-    from .container import Container   # container.py imports this module
+    """A new namespace of `kind`, opened through a short-lived holder process."""
+    from isolate._spawn import holder   # only Namespace.create needs a process
 
+    # An unprivileged caller gets the others only inside a user namespace.
     kinds = {kind} if os.geteuid() == 0 else {kind, "user"}
-    with Container(["cat"], namespaces=kinds, init=False, stdin=PIPE) as holder:
-        return Namespace.of(holder.pid, kind)
+    return holder.holding(clone_flags(kinds), lambda pid: Namespace.of(pid, kind))

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from . import mountinfo, units
-from .errors import ConfigError
-from .paths import within
+from isolate._util import mountinfo, units
+from isolate.errors import ConfigError
+from isolate._util.paths import within
 
 if TYPE_CHECKING:   # diff() imports it: it pulls in tarfile, which running a container never needs
-    from . import layer_write
+    from isolate.layers import write
 
 #: overlayfs stacks at most this many lower layers (OVL_MAX_STACK).
 MAX_LOWERS = 500
@@ -181,8 +181,8 @@ class Overlay:
         _check_same_filesystem(self.upper, self.work)
 
     def diff(self, out: str | os.PathLike | None = None, *,
-             uid_map: layer_write.IdMap | None = None,
-             gid_map: layer_write.IdMap | None = None) -> bytes | None:
+             uid_map: write.IdMap | None = None,
+             gid_map: write.IdMap | None = None) -> bytes | None:
         """The changes in the persistent upper layer, as an OCI layer tar
         (uncompressed; overlay whiteouts become ``.wh.`` entries).
 
@@ -194,16 +194,16 @@ class Overlay:
         if self.upper is None:
             raise ConfigError("Overlay.upper", "an ephemeral upper is gone with its container; "
                               "give upper= to keep the changes")
-        from . import layer_write
+        from isolate.layers import write
         if os.geteuid() != 0:
             uid_map = uid_map if uid_map is not None else [(0, os.geteuid(), 1)]
             gid_map = gid_map if gid_map is not None else [(0, os.getegid(), 1)]
         if out is not None:
             with open(out, "wb") as f:
-                layer_write.write_layer(self.upper, f, uid_map=uid_map, gid_map=gid_map)
+                write.write_layer(self.upper, f, uid_map=uid_map, gid_map=gid_map)
             return None
         buf = io.BytesIO()
-        layer_write.write_layer(self.upper, buf, uid_map=uid_map, gid_map=gid_map)
+        write.write_layer(self.upper, buf, uid_map=uid_map, gid_map=gid_map)
         return buf.getvalue()
 
 

@@ -15,11 +15,11 @@ import threading
 import time
 from typing import IO, Callable
 
-from ._communicate import communicate
-from . import _sys
-from ._native import ffi, lib
-from ._spawn import Spawned, free_stacks
-from .errors import TimeoutExpired
+from isolate._spawn.communicate import communicate
+from isolate._spawn import syscalls
+from isolate._native import ffi, lib
+from isolate._spawn.executor import Spawned, free_stacks
+from isolate.errors import TimeoutExpired
 
 _HOOK_INTERVAL = 0.05
 
@@ -89,7 +89,7 @@ class Process:
         if self.returncode is not None:
             return
         try:
-            _sys.pidfd_send_signal(self.pidfd, sig)
+            syscalls.pidfd_send_signal(self.pidfd, sig)
         except ProcessLookupError:
             pass   # exited, not yet reaped
 

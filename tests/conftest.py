@@ -72,8 +72,8 @@ def pytest_configure(config) -> None:
 def pytest_collection_modifyitems(config, items) -> None:
     """Deselect (not skip) the tests of the other cgroup version: CI runs
     both, v1 on this host and v2 in its VM lane, and the summary counts them."""
-    from isolate import cgroups
-    other = "cgroup_v1" if cgroups.unified() else "cgroup_v2"
+    from isolate.cgroups import interface
+    other = "cgroup_v1" if interface.unified() else "cgroup_v2"
     deselected = [item for item in items if item.get_closest_marker(other)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
@@ -418,10 +418,10 @@ def host_dir() -> Iterable[Path]:
 
 def give_to_container_root(path: Path | str) -> None:
     """Let a default container's root write `path`: a root caller's
-    containers run as unprivileged host ids (isolate.idmaps), not as the
+    containers run as unprivileged host ids (isolate.security.idmaps), not as the
     host's root; a rootless caller's container root is the caller."""
     if os.geteuid() == 0:
-        from isolate import idmaps
+        from isolate.security import idmaps
         os.chown(path, idmaps.container_ids("uid")[0][1], idmaps.container_ids("gid")[0][1])
 
 

@@ -29,7 +29,7 @@ from typing import Any, Union
 
 import zstandard
 
-from isolate.image_archive import host_architecture
+from isolate.images.archive import host_architecture
 
 #: Fixed mtime for every entry, so a layer's bytes depend on its entries only.
 MTIME = 1_700_000_000

@@ -129,11 +129,17 @@ def test_exec_oom_in_the_container_never_kills_the_caller():
     hog = (f"while :; do {PYTHON} -c 'open(\"/proc/self/oom_score_adj\", \"w\").write(\"1000\"); "
            f"bytearray(64 << 20)' 2>/dev/null; done")
     result = run_scenario(f"""
+        import time
         import isolate
         limits = isolate.CgroupLimit(memory="24M")
         for kinds in (isolate.ALL_NAMESPACES, isolate.ALL_NAMESPACES - {{"time"}}):
             with isolate.Container(["sh", "-c", {hog!r}], limits=limits, namespaces=kinds) as c:
-                for _ in range(15):
+                # At least 15 execs, and on until the OOM killer has struck
+                # (the hog may take a while to start), within 60 s.
+                deadline = time.monotonic() + 60
+                for n in range(1000):
+                    if n >= 15 and (c.oom_killed or time.monotonic() > deadline):
+                        break
                     try:
                         c.exec(["true"], timeout=10)
                     except (isolate.SpawnError, isolate.TimeoutExpired):

@@ -15,7 +15,8 @@ import warnings
 import pytest
 
 import isolate
-from isolate import CgroupLimit, cgroups
+from isolate import CgroupLimit
+from isolate.cgroups import interface
 from conftest import (PIDS_CGROUP_ROOT, PYTHON, RUN_TIMEOUT, assert_no_leaks, drop_to,
                       marker, pid_alive, pids_cgroup_available, require, run_in_fork, snapshot, unwrap,
                       wait_until)
@@ -123,7 +124,7 @@ def test_stats_move():
 
 
 def _limit_file(c: isolate.Container) -> str:
-    if cgroups.unified():
+    if interface.unified():
         return os.path.join(c.cgroup.path, "memory.max")
     return os.path.join(c.cgroup.dirs["memory"], "memory.limit_in_bytes")
 
@@ -204,8 +205,8 @@ def test_kill_reaches_every_process_in_the_cgroup():
 
 
 def cgroup_pids(c: isolate.Container) -> list[int]:
-    from isolate import cgroup_files
-    return cgroup_files.procs(c.cgroup.procs_paths()[0].rsplit("/", 1)[0])
+    from isolate.cgroups import files
+    return files.procs(c.cgroup.procs_paths()[0].rsplit("/", 1)[0])
 
 
 def test_child_is_in_its_cgroup_before_it_runs():
@@ -214,7 +215,7 @@ def test_child_is_in_its_cgroup_before_it_runs():
     r = isolate.run(["cat", "/proc/self/cgroup"], capture_output=True, text=True,
                     limits=CgroupLimit(pids=10), timeout=RUN_TIMEOUT * SLOW)
     lines = [line.split(":", 2) for line in r.stdout.splitlines()]
-    pids_line = [p for _, c, p in lines if (c == "pids" or (not c and cgroups.unified()))]
+    pids_line = [p for _, c, p in lines if (c == "pids" or (not c and interface.unified()))]
     assert pids_line == ["/"], r.stdout
 
 
@@ -294,8 +295,8 @@ def test_v2_no_internal_processes():
     parent without processes works.  CI runs this once in the VM's root
     cgroup (the test makes such a leaf) and once under
     --cgroup /system.slice/x.service (the leaf is the service's)."""
-    from isolate import cgroup_files
-    own = cgroup_files.own_path()
+    from isolate.cgroups import files
+    own = files.own_path()
     leaf = None if own != "/" else f"/isolate-test-svc-{os.getpid()}"
     parent = os.path.dirname(own) if leaf is None else "/"
 
@@ -370,9 +371,9 @@ def test_rootless_in_a_delegated_subtree(rootless):
 
 
 def _hierarchy_roots() -> list[str]:
-    if cgroups.unified():
+    if interface.unified():
         return ["/sys/fs/cgroup"]
-    from isolate.cgroup_v1 import ALWAYS, hierarchies
+    from isolate.cgroups.v1 import ALWAYS, hierarchies
     mounts = hierarchies()
     return sorted({mounts[c] for c in (*ALWAYS, "pids") if c in mounts})
 
@@ -404,31 +405,31 @@ def test_unprivileged_caller_without_a_writable_cgroup(rootless):
 
 def _writable_by(ids: tuple[int, int]) -> bool:
     def probe() -> bool:
-        base = "/sys/fs/cgroup" + (cgroups_own("") if cgroups.unified() else "/pids" + cgroups_own("pids"))
+        base = "/sys/fs/cgroup" + (cgroups_own("") if interface.unified() else "/pids" + cgroups_own("pids"))
         return os.access(base, os.W_OK)
     return unwrap(run_in_fork(probe, setup=drop_to(*ids)))
 
 
 def cgroups_own(controller: str) -> str:
-    from isolate import cgroup_files
-    return cgroup_files.own_path(controller or None)
+    from isolate.cgroups import files
+    return files.own_path(controller or None)
 
 
 @pytest.mark.cgroup_v1
 def test_kill_all_empties_a_cgroup_without_the_freezer():
-    """cgroup_files.kill_all (v1 without a freezer, v2 without cgroup.kill)
+    """files.kill_all (v1 without a freezer, v2 without cgroup.kill)
     kills a shell that keeps forking, and whatever it forked."""
     require(pids_cgroup_available(), "needs root and a cgroup v1 pids hierarchy")
-    from isolate import cgroup_files
+    from isolate.cgroups import files
     group = PIDS_CGROUP_ROOT / marker()
     group.mkdir()
     try:
         (group / "pids.max").write_text("500")   # a bound, never reached: sh would exit at it
         shell = subprocess.Popen(["sh", "-c", "while :; do sleep 300 & sleep 0.01; done"],
                                  preexec_fn=lambda: (group / "cgroup.procs").write_text("0"))
-        assert wait_until(lambda: len(cgroup_files.procs(str(group))) >= 10, timeout=10 * SLOW)
-        cgroup_files.kill_all(str(group))
-        assert not cgroup_files.procs(str(group))
+        assert wait_until(lambda: len(files.procs(str(group))) >= 10, timeout=10 * SLOW)
+        files.kill_all(str(group))
+        assert not files.procs(str(group))
         assert shell.wait(timeout=RUN_TIMEOUT) == -signal.SIGKILL
     finally:
         group.rmdir()

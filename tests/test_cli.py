@@ -14,7 +14,7 @@ from typing import Optional
 
 import pytest
 
-from isolate import cli
+from isolate.cli import main as cli
 from conftest import PYTHON, busybox_rootfs, give_to_container_root, require
 
 REPO = Path(__file__).resolve().parent.parent

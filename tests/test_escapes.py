@@ -362,7 +362,7 @@ def test_tiocsti_blocked_by_seccomp():
 def test_masked_and_readonly_paths(caller):
     """Masked files read empty, masked directories are empty, and the
     kernel's tunables cannot be written even where a namespace owns them."""
-    from isolate import masked
+    from isolate.security import masked
     present = [p for p in masked.MASKED if os.path.exists(p)]
     assert present, "no masked path exists on this kernel"
     code = TRY + f"""

@@ -4,7 +4,7 @@ A read-only bind of the host's root stops writes, not reads of secrets or
 connect(2) to UNIX sockets: with the container's root mapped to the host's,
 file permissions let it read /etc/shadow and reach root's sockets and FIFOs
 wherever they are.  A root caller's containers now run as unprivileged host
-ids (isolate.idmaps); a rootless caller's never had more than its own.
+ids (isolate.security.idmaps); a rootless caller's never had more than its own.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import isolate
-from isolate import idmaps
+from isolate.security import idmaps
 
 from conftest import HOST_ROOT_MAPS, PYTHON, RUN_TIMEOUT, require
 from test_escapes import TRY, python_inside

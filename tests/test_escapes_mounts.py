@@ -241,7 +241,7 @@ def test_expose_home_shows_it_read_only(caller, home_secret):
     other homes stay hidden."""
     result = caller(lambda: python_inside(read_home(home_secret), expose_home=True))
     if "/root/" in str(home_secret):
-        # A root caller's container runs as unprivileged ids (isolate.idmaps):
+        # A root caller's container runs as unprivileged ids (isolate.security.idmaps):
         # root's 0700 home is there, and as closed to it as to any other user.
         assert (result["key"], result["write"]) == ("EACCES", "EACCES"), result
     else:

@@ -9,7 +9,7 @@ import resource
 import pytest
 
 import isolate
-from isolate import capabilities
+from isolate.security import capabilities
 from conftest import RUN_TIMEOUT, drop_to, run_in_fork, unwrap
 
 

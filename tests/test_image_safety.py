@@ -22,9 +22,10 @@ import isolate
 from conftest import RUN_TIMEOUT, busybox_rootfs, drop_to, run_in_fork, unwrap
 from image_builder import (Layer, build_docker_archive, busybox_config, busybox_layers, device, file,
                            sparse, symlink)
-from isolate import cli, named
+from isolate.cli import main as cli
+from isolate.named import containers
 from isolate.errors import ImageError
-from isolate.state import StateDir
+from isolate.named.state import StateDir
 
 NOBODY = 65534
 SPARSE_SIZE = 512 << 20
@@ -121,7 +122,7 @@ def test_rmi_keeps_the_layers_of_a_detached_container_until_rm(host_dir: Path, h
             layers = store.get("app:1").layers
             assert main("rmi", "app:1") == 0
             store.gc()
-            r = named.exec_named(StateDir(state), "web", ["cat", "/app/data"], capture_output=True,
+            r = containers.exec_named(StateDir(state), "web", ["cat", "/app/data"], capture_output=True,
                                  timeout=RUN_TIMEOUT)
             return [os.path.isdir(layer) for layer in layers], r.stdout
 

@@ -46,8 +46,8 @@ from image_builder import (
     write_tar,
 )
 from isolate.errors import ImageError, LayerError
-from isolate.image_archive import read_archive
-from isolate.images import Image, ImageStore, canonical_name
+from isolate.images.archive import read_archive
+from isolate.images.store import Image, ImageStore, canonical_name
 
 FORMATS = ("docker-archive", "oci-archive", "oci-layout")
 

@@ -25,7 +25,9 @@ import zstandard
 
 import image_builder
 from conftest import CLONE_NEWUSER, drop_to, libc_unshare, open_fds, require, run_in_fork, unwrap
-from isolate import layer_apply, layer_format, layer_write
+from isolate.layers import apply as layer_apply
+from isolate.layers import format as layer_format
+from isolate.layers import write
 from isolate.errors import LayerError
 
 MTIME = 1_600_000_000
@@ -102,7 +104,7 @@ def members(data: bytes) -> list[tarfile.TarInfo]:
 
 def layer_of(upper: Path) -> bytes:
     out = io.BytesIO()
-    layer_write.write_layer(str(upper), out)
+    write.write_layer(str(upper), out)
     return out.getvalue()
 
 
@@ -916,10 +918,10 @@ def test_write_layer_refuses_an_upper_deeper_than_a_layer_may_be(tmp_path: Path)
     upper = tmp_path / "upper"
     os.makedirs(upper / "/".join(["d"] * (layer_format.MAX_DEPTH + 4)))
     with pytest.raises(LayerError, match=f"deeper than {layer_format.MAX_DEPTH} components"):
-        layer_write.write_layer(str(upper), io.BytesIO())
+        write.write_layer(str(upper), io.BytesIO())
     os.makedirs(tmp_path / "ok" / "/".join(["d"] * (layer_format.MAX_DEPTH - 2)))
     out = io.BytesIO()
-    layer_write.write_layer(str(tmp_path / "ok"), out)
+    write.write_layer(str(tmp_path / "ok"), out)
     dest = tmp_path / "dest"
     dest.mkdir()
     layer_apply.extract(io.BytesIO(out.getvalue()), str(dest))
@@ -935,7 +937,7 @@ def test_write_layer_maps_owners_back_into_the_container(tmp_path: Path):
         (upper / name).write_text(name)
         os.chown(upper / name, owner, owner)
     out = io.BytesIO()
-    layer_write.write_layer(str(upper), out, uid_map=[(0, 1000, 1), (1, 100000, 65536)],
+    write.write_layer(str(upper), out, uid_map=[(0, 1000, 1), (1, 100000, 65536)],
                             gid_map=[(0, 1000, 10)])
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
         owners = {m.name: (m.uid, m.gid) for m in tar.getmembers()}

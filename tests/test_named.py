@@ -18,9 +18,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from isolate import Config, Seccomp, named
+from isolate import Config, Seccomp
+from isolate.named import containers as named
 from isolate.errors import IsolateError
-from isolate.state import ContainerState, StateDir, StateError
+from isolate.named.state import ContainerState, StateDir, StateError
 
 from conftest import POLICY_PROBE, PYTHON, RUN_TIMEOUT, marker, pid_alive, require, wait_until
 
@@ -260,8 +261,8 @@ def foreign_cgroup(caller) -> Iterator[tuple[str, subprocess.Popen]]:
     """A cgroup that is not isolate's (a service's, say), holding a `sleep`
     of the caller's: (its directory, the sleep)."""
     require(os.geteuid() == 0, "making a cgroup needs root")
-    from isolate import cgroup_v1, cgroups
-    base = "/sys/fs/cgroup" if cgroups.unified() else cgroup_v1.hierarchies()["pids"]
+    from isolate.cgroups import v1, interface
+    base = "/sys/fs/cgroup" if interface.unified() else v1.hierarchies()["pids"]
     directory = os.path.join(base, "victim-" + marker())
     os.mkdir(directory)
     uid = caller(os.geteuid)

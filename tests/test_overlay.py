@@ -137,7 +137,7 @@ def test_diff_turns_whiteouts_and_opaque_dirs_into_layer_entries(base: Path, hos
 
 def test_diff_round_trip_reproduces_the_tree(base: Path, host_dir: Path):
     """Changes -> diff() -> the layer on top of the same lowers: the same view."""
-    from isolate import layer_apply
+    from isolate.layers import apply
 
     ov = isolate.Overlay(lower=[base], upper=host_dir / "upper")
     script = "rm /etc/only-base; echo hi > /etc/motd; mkdir -p /opt/a; echo z > /opt/a/z"
@@ -147,7 +147,7 @@ def test_diff_round_trip_reproduces_the_tree(base: Path, host_dir: Path):
     with open(host_dir / "layer.tar", "wb") as f:
         ov.diff(f.name)
     with open(host_dir / "layer.tar", "rb") as f:
-        layer_apply.extract(f, str(diff))
+        apply.extract(f, str(diff))
     listing = "ls -R /etc /opt; cat /etc/motd /opt/a/z"
     expected = sh(listing, ov).stdout
     assert sh(listing, isolate.Overlay(lower=[base, diff])).stdout == expected
@@ -318,21 +318,21 @@ def _tar_names(data: bytes) -> set[str]:
 def test_a_running_container_holds_its_lower_layers(base: Path, host_dir: Path):
     """Shared flocks on every lower while it runs (what the image store's
     garbage collection respects); released when it ends, also on failure."""
-    from isolate import layer_use
+    from isolate.layers import in_use
 
     top = layer(host_dir, "top", {"etc/motd": "top\n"})
     with isolate.Container(["/bin/cat"], rootfs=isolate.Overlay(lower=[base, top]),
                            stdin=isolate.PIPE) as c:
-        assert layer_use.lock_unused(str(base)) is None and layer_use.lock_unused(str(top)) is None
+        assert in_use.lock_unused(str(base)) is None and in_use.lock_unused(str(top)) is None
         c.process.stdin.close()
         assert c.wait(timeout=RUN_TIMEOUT) == 0
     for path in (base, top):
-        fd = layer_use.lock_unused(str(path))
+        fd = in_use.lock_unused(str(path))
         assert fd is not None
         os.close(fd)
     with pytest.raises(isolate.ExecutableNotFound):
         isolate.run(["/no/such"], rootfs=isolate.Overlay(lower=[base]))
-    fd = layer_use.lock_unused(str(base))
+    fd = in_use.lock_unused(str(base))
     assert fd is not None
     os.close(fd)
 
@@ -340,7 +340,7 @@ def test_a_running_container_holds_its_lower_layers(base: Path, host_dir: Path):
 def test_a_layer_moved_away_before_its_lock_is_refused(host_dir: Path):
     """The store may move a layer between a container's open() and flock():
     the container sees its path no longer names what it holds."""
-    from isolate import layer_use
+    from isolate.layers import in_use
 
     layer_dir = layer(host_dir, "layer", {"f": "x"})
     fd = os.open(layer_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -348,6 +348,6 @@ def test_a_layer_moved_away_before_its_lock_is_refused(host_dir: Path):
         os.rename(layer_dir, host_dir / "trash")
         layer_dir.mkdir()   # even a new directory at the same path is not the one held
         with pytest.raises(isolate.ConfigError, match="was removed as the container started"):
-            layer_use._check_still_there(str(layer_dir), fd)
+            in_use._check_still_there(str(layer_dir), fd)
     finally:
         os.close(fd)

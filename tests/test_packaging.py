@@ -118,7 +118,7 @@ def test_wheel_installs_and_runs_without_a_compiler():
             entry_points = zf.read(f"{dist_info}/entry_points.txt").decode()
             tags = zf.read(f"{dist_info}/WHEEL").decode()
         assert f"\nName: {DIST_NAME}\n" in metadata
-        assert re.search(r"^isolate = isolate\.cli:main$", entry_points, re.M), entry_points
+        assert re.search(r"^isolate = isolate\.cli\.main:main$", entry_points, re.M), entry_points
         assert f"Tag: {ABI_TAG}-{platform}" in tags and "Root-Is-Purelib: false" in tags
         assert not any(n.startswith(("tests/", "benchmarks/", "_native/")) for n in names)
 

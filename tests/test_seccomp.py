@@ -11,7 +11,7 @@ import signal
 import pytest
 
 import isolate
-from isolate import seccomp
+from isolate.security import seccomp
 from conftest import PYTHON, RUN_TIMEOUT, drop_to, run_in_fork, unwrap
 
 #: Inside a container: make raw system calls, print {name: errno or 0}.

@@ -17,9 +17,9 @@ import struct
 import cffi
 import pytest
 
-from isolate import seccomp
+from isolate.security import seccomp
 from isolate.errors import ConfigError
-from isolate.seccomp import ALLOW, KILL, LOG, TRAP, Arg, Errno, Rule, Seccomp
+from isolate.security.seccomp import ALLOW, KILL, LOG, TRAP, Arg, Errno, Rule, Seccomp
 from conftest import require, run_in_fork, unwrap
 
 X86_64 = platform.machine() == "x86_64"

@@ -14,7 +14,8 @@ import sys
 import pytest
 
 import isolate
-from isolate import cli, namespace
+from isolate import namespace
+from isolate.cli import main as cli
 
 #: Printed by the child: the names new in sys.modules after `code` ran.
 PROBE = """
@@ -27,8 +28,12 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 #: Never needed by `import isolate`, `isolate.run` or `isolate ps`.  (Not
 #: zlib, bz2 and lzma: argparse's help formatter imports shutil, which does.)
 HEAVY = ("tarfile", "hashlib", "gzip", "secrets", "uuid",
-         "isolate.images", "isolate.image_archive", "isolate.layer_apply", "isolate.layer_write",
-         "isolate.cli", "isolate.named")
+         "isolate.images", "isolate.images.store", "isolate.images.archive",
+         "isolate.layers.apply", "isolate.layers.write", "isolate.cli", "isolate.cli.main",
+         "isolate.named", "isolate.named.containers")
+
+#: What `import isolate` itself loads: the package and its lazy-export helper.
+IMPORT_ISOLATE = {"isolate", "isolate._util", "isolate._util.lazy"}
 
 
 def loaded_by(code: str) -> set[str]:
@@ -40,11 +45,12 @@ def loaded_by(code: str) -> set[str]:
 
 def test_import_isolate_loads_no_submodule():
     new = loaded_by("import isolate")
-    assert {m for m in new if m.startswith("isolate")} == {"isolate"}
+    assert {m for m in new if m.startswith("isolate")} == IMPORT_ISOLATE
     # json is imported by the probe itself before `before` is taken, so it is
     # checked by name in the next line's fresh interpreter instead.
-    heavy = set(HEAVY) | {"attrs", "attr", "cffi", "pycparser", "subprocess", "isolate.seccomp",
-                          "isolate.state", "isolate.config", "isolate.cgroups"}
+    heavy = set(HEAVY) | {"attrs", "attr", "cffi", "pycparser", "subprocess",
+                          "isolate.security.seccomp", "isolate.named.state", "isolate.config",
+                          "isolate.cgroups", "isolate.cgroups.interface"}
     assert not new & heavy, sorted(new & heavy)
 
 
@@ -59,21 +65,24 @@ def test_import_isolate_does_not_import_json():
 def test_run_loads_no_image_store_archive_or_state():
     new = loaded_by("import isolate; assert isolate.run(['true']).returncode == 0")
     assert not new & set(HEAVY), sorted(new & set(HEAVY))
-    assert not new & {"isolate.state", "isolate.cgroups", "isolate.cgroup_v1", "isolate.cgroup_v2"}
+    assert not new & {"isolate.named.state", "isolate.cgroups.interface", "isolate.cgroups.v1",
+                      "isolate.cgroups.v2"}
 
 
 def test_cli_ps_loads_neither_images_nor_seccomp_nor_spawn_path(tmp_path):
     root = tmp_path / "state"
-    new = loaded_by(f"from isolate.cli import main; assert main(['--root', {str(root)!r}, 'ps']) == 0")
-    unwanted = (set(HEAVY) - {"isolate.cli"}) | {
-        "isolate.seccomp", "isolate.config", "isolate.container", "isolate._native", "cffi",
-        "pycparser", "isolate.cgroups"}
+    new = loaded_by(f"from isolate.cli.main import main; "
+                    f"assert main(['--root', {str(root)!r}, 'ps']) == 0")
+    unwanted = (set(HEAVY) - {"isolate.cli", "isolate.cli.main", "isolate.named"}) | {
+        "isolate.security.seccomp", "isolate.config", "isolate.container", "isolate._native",
+        "cffi", "pycparser", "isolate.cgroups.interface"}
     assert not new & unwanted, sorted(new & unwanted)
 
 
 def test_cli_help_loads_only_the_cli():
-    new = loaded_by("from isolate.cli import build_parser; build_parser()[0].format_help()")
-    assert {m for m in new if m.startswith("isolate")} == {"isolate", "isolate.cli", "isolate.errors"}
+    new = loaded_by("from isolate.cli.main import build_parser; build_parser()[0].format_help()")
+    assert {m for m in new if m.startswith("isolate")} == IMPORT_ISOLATE | {
+        "isolate.cli", "isolate.cli.main", "isolate.errors"}
     assert "attrs" not in new
 
 
@@ -92,7 +101,8 @@ def test_every_name_in_all_resolves_in_a_fresh_interpreter():
 
 @pytest.mark.parametrize("name", isolate.__all__)
 def test_public_name_is_the_defining_modules_object(name):
-    module, attribute = isolate._LAZY[name]
+    module, _, attribute = isolate._EXPORTS[name].partition(":")
+    attribute = attribute or name
     defining = __import__(f"isolate.{module}", fromlist=[attribute])
     assert getattr(isolate, name) is getattr(defining, attribute)
 
@@ -106,13 +116,13 @@ def test_all_is_unchanged():
         "ImageError", "ImageStore", "IsolateError", "LayerError", "Namespace", "NamespaceError",
         "Overlay", "PIPE", "Process", "STDOUT", "Seccomp", "SpawnError", "SpawnTimeout",
         "StateDir", "StateError", "TimeoutExpired", "Tmpfs", "UserNamespaceError", "exec_in", "run"])
-    assert set(isolate._LAZY) == set(isolate.__all__)
+    assert set(isolate._EXPORTS) == set(isolate.__all__)
 
 
 @pytest.mark.parametrize("name", ["seccomp", "named", "state", "limits", "idmaps", "errors",
                                   "images", "cli", "cgroups", "namespace", "overlay", "mounts"])
 def test_documented_submodule_attribute(name):
-    # isolate.seccomp.Seccomp, isolate.limits.MIN_MEMORY... as docs/api.md uses them,
+    # isolate.seccomp.Seccomp, isolate.limits.MIN_MEMORY... as docs/api.md used them,
     # each in a fresh interpreter so the attribute access itself does the import.
     loaded_by(f"import isolate, types; assert isinstance(isolate.{name}, types.ModuleType)")
 

@@ -1,4 +1,4 @@
-"""The persistent state of named containers (isolate.state).
+"""The persistent state of named containers (isolate.named.state).
 
 Real files in fresh directories, real processes: a record is checked against
 the kernel's /proc, so stale state is made by really killing processes, and
@@ -28,8 +28,8 @@ import psutil
 import pytest
 
 import isolate
-from isolate import seccomp
-from isolate.state import (RUNNING, STOPPED, ContainerExists, ContainerNotFound, ContainerState,
+from isolate.security import seccomp
+from isolate.named.state import (RUNNING, STOPPED, ContainerExists, ContainerNotFound, ContainerState,
                            StateDir, StateError, check_name, default_root, exec_fields,
                            pid_start_time)
 
@@ -270,7 +270,7 @@ def test_record_survives_the_process_that_wrote_it(states):
     # the record and the process outlive it, as with `isolate run -d`.
     writer = textwrap.dedent("""
         import subprocess, sys
-        from isolate.state import ContainerState, StateDir
+        from isolate.named.state import ContainerState, StateDir
         # Its own stdio, or our capture would wait for the sleep to close it.
         proc = subprocess.Popen(["sleep", sys.argv[2]], start_new_session=True,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 import pytest
 
-from isolate import named
+from isolate.named import containers
 from isolate.errors import IsolateError
-from isolate.state import ContainerState, StateDir, StateError
+from isolate.named.state import ContainerState, StateDir, StateError
 
 from conftest import RUN_TIMEOUT, drop_to, run_in_fork, unique_sleep_arg, unwrap, wait_until
 
@@ -91,7 +91,7 @@ def kill_under_swaps(parent: Path) -> dict[str, int]:
                 break
             try:
                 # SIGTERM: the legitimate container ignores it; the target dies of it.
-                named.kill_named(states, "web", signal.SIGTERM)
+                containers.kill_named(states, "web", signal.SIGTERM)
                 counts["signalled"] += 1
             except (IsolateError, OSError):
                 counts["refused"] += 1

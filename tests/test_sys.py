@@ -1,4 +1,4 @@
-"""The thin syscall layer (isolate._sys): real calls, checked results.
+"""The thin syscall layer (isolate._spawn.syscalls): real calls, checked results.
 
 Each wrapper must do what its syscall does and, on failure, raise OSError
 carrying errno and the path.  Calls that change the calling process run in
@@ -13,14 +13,14 @@ import time
 
 import pytest
 
-from isolate import _sys
+from isolate._spawn import syscalls
 from conftest import run_in_fork, unwrap
 
 
 def _in_new_mount_ns(fn):
     def setup() -> None:
-        _sys.unshare(_sys.CLONE_NEWNS)
-        _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
+        syscalls.unshare(syscalls.CLONE_NEWNS)
+        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
     return unwrap(run_in_fork(fn, setup=setup))
 
 
@@ -29,8 +29,8 @@ def test_unshare_gives_a_new_namespace() -> None:
     before = os.readlink("/proc/self/ns/uts")
 
     def probe() -> str:
-        _sys.unshare(_sys.CLONE_NEWUTS)
-        _sys.sethostname("sys-test")
+        syscalls.unshare(syscalls.CLONE_NEWUTS)
+        syscalls.sethostname("sys-test")
         return os.readlink("/proc/self/ns/uts") + " " + os.uname().nodename
 
     inode, name = unwrap(run_in_fork(probe)).split()
@@ -42,15 +42,15 @@ def test_mount_umount_and_setattr(tmp_path) -> None:
     """mount a tmpfs, make it read-only with mount_setattr, unmount it."""
     def probe() -> list[str]:
         seen = []
-        _sys.mount("tmpfs", str(tmp_path), "tmpfs", 0, "size=1m")
+        syscalls.mount("tmpfs", str(tmp_path), "tmpfs", 0, "size=1m")
         (tmp_path / "f").write_text("x")
         seen.append("mounted")
-        _sys.mount_setattr(str(tmp_path), _sys.MOUNT_ATTR_RDONLY)
+        syscalls.mount_setattr(str(tmp_path), syscalls.MOUNT_ATTR_RDONLY)
         try:
             (tmp_path / "g").write_text("x")
         except OSError as exc:
             seen.append(errno.errorcode[exc.errno])
-        _sys.umount2(str(tmp_path), _sys.MNT_DETACH)
+        syscalls.umount2(str(tmp_path), syscalls.MNT_DETACH)
         seen.append(str((tmp_path / "f").exists()))
         return seen
 
@@ -61,14 +61,14 @@ def test_failures_raise_oserror_with_errno_and_path(tmp_path) -> None:
     """A failing call names the syscall, errno and the path."""
     missing = str(tmp_path / "missing")
     with pytest.raises(OSError) as info:
-        _sys.umount2(missing)
+        syscalls.umount2(missing)
     assert info.value.errno == errno.ENOENT
     assert info.value.filename == missing
     with pytest.raises(OSError) as info:
-        _sys.mount("tmpfs", missing, "tmpfs")
+        syscalls.mount("tmpfs", missing, "tmpfs")
     assert info.value.errno == errno.ENOENT and "mount" in str(info.value)
     with pytest.raises(OSError) as info:
-        _sys.setns(-1)
+        syscalls.setns(-1)
     assert info.value.errno == errno.EBADF
 
 
@@ -76,12 +76,12 @@ def test_pivot_root(tmp_path) -> None:
     """pivot_root into a tmpfs: '/' then holds only what we put there."""
     def probe() -> list[str]:
         new_root = str(tmp_path)
-        _sys.mount("tmpfs", new_root, "tmpfs")
+        syscalls.mount("tmpfs", new_root, "tmpfs")
         os.mkdir(os.path.join(new_root, "old"))
         os.mkdir(os.path.join(new_root, "marker"))
-        _sys.pivot_root(new_root, os.path.join(new_root, "old"))
+        syscalls.pivot_root(new_root, os.path.join(new_root, "old"))
         os.chdir("/")
-        _sys.umount2("/old", _sys.MNT_DETACH)
+        syscalls.umount2("/old", syscalls.MNT_DETACH)
         return sorted(os.listdir("/"))
 
     assert _in_new_mount_ns(probe) == ["marker", "old"]
@@ -93,15 +93,15 @@ def test_setns_joins_a_namespace() -> None:
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _sys.unshare(_sys.CLONE_NEWUTS)
-            _sys.sethostname("joined")
+            syscalls.unshare(syscalls.CLONE_NEWUTS)
+            syscalls.sethostname("joined")
             os.write(w, b"x")
             time.sleep(30)
             os._exit(0)
         os.read(r, 1)
         fd = os.open(f"/proc/{pid}/ns/uts", os.O_RDONLY)
         try:
-            _sys.setns(fd, _sys.CLONE_NEWUTS)
+            syscalls.setns(fd, syscalls.CLONE_NEWUTS)
         finally:
             os.close(fd)
             os.kill(pid, signal.SIGKILL)
@@ -117,9 +117,9 @@ def test_pidfd_open_and_send_signal() -> None:
     if pid == 0:
         time.sleep(30)
         os._exit(0)
-    fd = _sys.pidfd_open(pid)
+    fd = syscalls.pidfd_open(pid)
     try:
-        _sys.pidfd_send_signal(fd, signal.SIGKILL)
+        syscalls.pidfd_send_signal(fd, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(fd)
