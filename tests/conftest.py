@@ -34,6 +34,9 @@ except ImportError:  # pragma: no cover - hypothesis is a test dependency
 
 CI = os.environ.get("CI") == "true"
 
+#: The repository's root (tests live in folders beneath tests/).
+REPO = Path(__file__).resolve().parent.parent
+
 #: The interpreter to run inside containers: the host root's own.
 #: sys.executable may be a venv under /tmp (the container's /tmp is
 #: private) or an interpreter under /root or /home (pyenv), which a default

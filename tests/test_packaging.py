@@ -21,9 +21,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from conftest import require
+from conftest import REPO, require
 
-REPO = Path(__file__).resolve().parent.parent
 DIST_NAME = "isolate-sdk"
 #: cffi builds the extension against the stable ABI (_native.abi3.so), and
 #: setup.py tags the wheel for it from python_requires' minimum.

@@ -23,9 +23,8 @@ from isolate.named import containers as named
 from isolate.errors import IsolateError
 from isolate.named.state import ContainerState, StateDir, StateError
 
-from conftest import POLICY_PROBE, PYTHON, RUN_TIMEOUT, marker, pid_alive, require, wait_until
+from conftest import REPO, POLICY_PROBE, PYTHON, RUN_TIMEOUT, marker, pid_alive, require, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess:

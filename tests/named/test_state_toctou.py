@@ -24,9 +24,8 @@ from isolate.named import containers
 from isolate.errors import IsolateError
 from isolate.named.state import ContainerState, StateDir, StateError
 
-from conftest import RUN_TIMEOUT, drop_to, run_in_fork, unique_sleep_arg, unwrap, wait_until
+from conftest import REPO, RUN_TIMEOUT, drop_to, run_in_fork, unique_sleep_arg, unwrap, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 #: A Python every user can run (the test's own may sit in root's home).
 SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 NOBODY = 65534

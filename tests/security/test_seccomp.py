@@ -1,6 +1,6 @@
 """The seccomp filter in real containers: the default profile refuses what
 Docker's refuses, adapts to the kept capabilities, and custom profiles and
-actions work.  (tests/test_seccomp_compile.py tests the compiler itself.)
+actions work.  (tests/security/test_seccomp_compile.py tests the compiler itself.)
 """
 from __future__ import annotations
 

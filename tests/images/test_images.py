@@ -609,7 +609,7 @@ def test_malformed_archives(tmp_path: Path, store: ImageStore) -> None:
 
 def test_layers_are_reachable_by_the_store_owner_only(tmp_path: Path, store: ImageStore) -> None:
     """A layer extracted by root keeps setuid-root files: other users must not
-    reach them through the store (a container still runs them: tests/test_image_run.py)."""
+    reach them through the store (a container still runs them: tests/images/test_image_run.py)."""
     build_docker_archive(tmp_path / "one.tar", [base_layer(), top_layer(tag="one")], CONFIG, ["one:1"])
     store.import_archive(tmp_path / "one.tar")
     for sub in ("layers", "tmp"):

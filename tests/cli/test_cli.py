@@ -15,9 +15,8 @@ from typing import Optional
 import pytest
 
 from isolate.cli import main as cli
-from conftest import PYTHON, busybox_rootfs, give_to_container_root, require
+from conftest import REPO, PYTHON, busybox_rootfs, give_to_container_root, require
 
-REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
 
 
