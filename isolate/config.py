@@ -18,7 +18,7 @@ from isolate.security import capabilities, masked, rlimits, seccomp
 from isolate.security.capabilities import parser as _capability_set
 from isolate.errors import ConfigError
 from isolate.cgroups.limits import CgroupLimit
-from isolate.mounts import Bind, Tmpfs
+from isolate.mounts import Bind, Tmpfs, container_paths
 from isolate.overlay import Overlay
 from isolate.namespace import Namespace
 
@@ -186,9 +186,9 @@ class Config:
     rlimits: tuple[rlimits.Limit, ...] = attrs.field(default=None, converter=rlimits.parse)
     seccomp: seccomp.Seccomp | str | None = attrs.field(default="default", converter=_seccomp)
     masked_paths: tuple[str, ...] = attrs.field(default=masked.MASKED,
-                                                converter=masked.paths("masked_paths"))
+                                                converter=container_paths("masked_paths"))
     readonly_paths: tuple[str, ...] = attrs.field(default=masked.READONLY,
-                                                  converter=masked.paths("readonly_paths"))
+                                                  converter=container_paths("readonly_paths"))
     join: tuple[Namespace, ...] = attrs.field(default=(), converter=_join)
     limits: CgroupLimit | None = attrs.field(default=None, converter=_limits)
     cgroup_parent: str | None = attrs.field(default=None, converter=_cgroup_parent)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterable
 
 import attrs
 
@@ -48,6 +49,17 @@ def _host_source(value: str | os.PathLike) -> str:
 
 def _target(field: str):
     return lambda value: container_path(value, field)
+
+
+def container_paths(field: str):
+    """An attrs converter: a tuple of normalized container paths (None: none)."""
+    def convert(value: Iterable[str | os.PathLike] | None) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, (str, bytes)):
+            raise ConfigError(field, f"expected a list of paths, got {value!r}")
+        return tuple(container_path(path, field) for path in value)
+    return convert
 
 
 @attrs.frozen

@@ -13,12 +13,6 @@ proc or sysfs, are left out of the plan beforehand.
 """
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
-
-from isolate.errors import ConfigError
-from isolate.mounts import container_path
-
 MASKED: tuple[str, ...] = (
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
     "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
@@ -27,14 +21,3 @@ MASKED: tuple[str, ...] = (
 READONLY: tuple[str, ...] = (
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 )
-
-
-def paths(field: str):
-    """An attrs converter: a tuple of normalized container paths."""
-    def convert(value: Iterable[str | os.PathLike] | None) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if isinstance(value, (str, bytes)):
-            raise ConfigError(field, f"expected a list of paths, got {value!r}")
-        return tuple(container_path(path, field) for path in value)
-    return convert
