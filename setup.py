@@ -1,22 +1,34 @@
 """Build script: the pure-Python package, the cffi extension in _native/,
 and the static pid1 program that becomes each container's init."""
+import importlib.util
 import os
 
 from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 PID1_SOURCE = "_native/pid1.c"
+NATIVE_BUILD = "_native/build.py"
 
 
 class BuildExtWithPid1(build_ext):
-    """build_ext, plus isolate/_pid1 linked statically next to the extension.
-
-    Static, because it runs inside the container's root filesystem, where
-    the host's dynamic loader and libc may be absent."""
+    """build_ext, plus two files next to the extension: isolate/_pid1, linked
+    statically, because it runs inside the container's root filesystem,
+    where the host's dynamic loader and libc may be absent; and
+    isolate/_libseccomp.py, libseccomp's declarations already parsed (see
+    _native/build.py)."""
 
     def run(self):
         super().run()
         self._build_pid1()
+        self._write_libseccomp()
+
+    def _write_libseccomp(self):
+        spec = importlib.util.spec_from_file_location("_isolate_native_build", NATIVE_BUILD)
+        build = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(build)
+        ext_path = self.get_ext_fullpath("isolate._native")
+        build.seccomp_ffibuilder.emit_python_code(
+            os.path.join(os.path.dirname(ext_path), "_libseccomp.py"))
 
     def _build_pid1(self):
         ext_path = self.get_ext_fullpath("isolate._native")
@@ -39,7 +51,7 @@ setup(
     packages=find_packages(include=["isolate", "isolate.*"]),
     python_requires=">=3.10",
     setup_requires=["cffi>=1.15"],
-    cffi_modules=["_native/build.py:ffibuilder"],
+    cffi_modules=[f"{NATIVE_BUILD}:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithPid1},
     install_requires=["cffi>=1.15", "attrs>=22.2", "psutil>=5.9", "zstandard>=0.21"],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"]},

@@ -3,6 +3,13 @@
 The spawn plan's declarations cffi sees are exactly plan.h, which the C
 files include too, so Python and C cannot disagree about a struct's layout.
 syscalls.cdef declares the thin syscall layer used by isolate/_spawn/syscalls.py.
+
+A second, pure-Python module: libseccomp.cdef in cffi's out-of-line ABI mode
+(seccomp_ffibuilder; setup.py writes it as isolate/_libseccomp.py next to
+the extension).  Its declarations are parsed here, at build time, so that
+compiling a seccomp profile does not load pycparser in every process; the
+library itself is dlopen'ed at run time, so building needs no libseccomp
+headers.
 """
 import os
 
@@ -39,6 +46,11 @@ ffibuilder.set_source(
     include_dirs=[HERE],
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
+
+seccomp_ffibuilder = FFI()
+with open(os.path.join(HERE, "libseccomp.cdef")) as header:
+    seccomp_ffibuilder.cdef(header.read())
+seccomp_ffibuilder.set_source("isolate._libseccomp", None)
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)

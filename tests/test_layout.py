@@ -14,7 +14,7 @@ PACKAGE = Path(isolate.__file__).resolve().parent
 #: Layers from the bottom; a module may import its own layer and those below.
 #: A module's own name decides its layer, else the first package it is in.
 LAYERS: list[tuple[str, ...]] = [
-    ("isolate._native", "isolate._util", "isolate.errors", "isolate._spawn"),
+    ("isolate._native", "isolate._libseccomp", "isolate._util", "isolate.errors", "isolate._spawn"),
     ("isolate._spawn.syscalls", "isolate._spawn.plan", "isolate._spawn.executor",
      "isolate._spawn.stdio", "isolate._spawn.communicate", "isolate._spawn.pid1",
      "isolate._spawn.holder", "isolate.security", "isolate.cgroups", "isolate.layers"),

@@ -110,6 +110,7 @@ def test_wheel_installs_and_runs_without_a_compiler():
             extensions = [n for n in names if re.fullmatch(r"isolate/_native\..*so", n)]
             assert extensions == ["isolate/_native.abi3.so"], sorted(names)
             assert "isolate/_pid1" in names, sorted(names)
+            assert "isolate/_libseccomp.py" in names, sorted(names)   # parsed at build time
             pid1 = zf.read("isolate/_pid1")
             assert not _elf_has_interpreter(pid1), "isolate/_pid1 is not static"
             (dist_info,) = {n.split("/")[0] for n in names if ".dist-info/" in n}

@@ -41,29 +41,10 @@ from isolate.errors import ConfigError
 FIELD = "seccomp"
 
 # --- libseccomp, through cffi in ABI mode ------------------------------------
-
-_CDEF = """
-typedef void *scmp_filter_ctx;
-struct scmp_arg_cmp {
-    unsigned int arg;
-    int op;
-    uint64_t datum_a;
-    uint64_t datum_b;
-};
-scmp_filter_ctx seccomp_init(uint32_t def_action);
-void seccomp_release(scmp_filter_ctx ctx);
-int seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall,
-                           unsigned int arg_cnt, const struct scmp_arg_cmp *arg_array);
-int seccomp_syscall_resolve_name(const char *name);
-int seccomp_syscall_resolve_name_arch(uint32_t arch_token, const char *name);
-char *seccomp_syscall_resolve_num_arch(uint32_t arch_token, int num);
-void free(void *ptr);
-int seccomp_arch_add(scmp_filter_ctx ctx, uint32_t arch_token);
-int seccomp_arch_remove(scmp_filter_ctx ctx, uint32_t arch_token);
-uint32_t seccomp_arch_native(void);
-int seccomp_attr_set(scmp_filter_ctx ctx, int attr, uint32_t value);
-int seccomp_export_bpf(scmp_filter_ctx ctx, int fd);
-"""
+# Its declarations are _native/libseccomp.cdef, parsed when isolate is built
+# into isolate/_libseccomp.py (cffi's out-of-line ABI mode): parsing them at
+# run time would load pycparser, ~25 ms of every process that compiles a
+# profile.
 
 # Action values: macros in seccomp.h (the kernel's SECCOMP_RET_* values).
 SCMP_ACT_KILL_PROCESS = 0x80000000
@@ -100,10 +81,8 @@ _COMPAT: dict[str, str] = {"x86_64": "i386", "aarch64": "arm"}
 @functools.cache
 def _libseccomp() -> tuple[Any, Any]:
     """(ffi, lib) for libseccomp.so.2, loaded on first use."""
-    import cffi
+    from isolate._libseccomp import ffi
 
-    ffi = cffi.FFI()
-    ffi.cdef(_CDEF)
     try:
         lib = ffi.dlopen("libseccomp.so.2")
     except OSError as exc:
