@@ -15,7 +15,7 @@ import pytest
 
 import isolate
 from isolate import namespace
-from isolate.cli import main as cli
+from isolate.cli import options as cli_options
 
 #: Printed by the child: the names new in sys.modules after `code` ran.
 PROBE = """
@@ -30,7 +30,7 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 HEAVY = ("tarfile", "hashlib", "gzip", "secrets", "uuid",
          "isolate.images", "isolate.images.store", "isolate.images.archive",
          "isolate.layers.apply", "isolate.layers.write", "isolate.cli", "isolate.cli.main",
-         "isolate.named", "isolate.named.containers")
+         "isolate.cli.run", "isolate.cli.images", "isolate.named", "isolate.named.containers")
 
 #: What `import isolate` itself loads: the package and its lazy-export helper.
 IMPORT_ISOLATE = {"isolate", "isolate._util", "isolate._util.lazy"}
@@ -82,12 +82,13 @@ def test_cli_ps_loads_neither_images_nor_seccomp_nor_spawn_path(tmp_path):
 def test_cli_help_loads_only_the_cli():
     new = loaded_by("from isolate.cli.main import build_parser; build_parser()[0].format_help()")
     assert {m for m in new if m.startswith("isolate")} == IMPORT_ISOLATE | {
-        "isolate.cli", "isolate.cli.main", "isolate.errors"}
+        "isolate.cli", "isolate.cli.main", "isolate.cli.options", "isolate.cli.output",
+        "isolate.errors"}
     assert "attrs" not in new
 
 
 def test_cli_namespaces_are_namespace_kinds():
-    assert cli.NAMESPACES == tuple(namespace.KINDS)
+    assert cli_options.NAMESPACES == tuple(namespace.KINDS)
 
 
 def test_every_name_in_all_resolves_in_a_fresh_interpreter():

@@ -15,6 +15,8 @@ from typing import Optional
 import pytest
 
 from isolate.cli import main as cli
+from isolate.cli.images import is_image_path
+from isolate.cli.output import printable
 from conftest import REPO, PYTHON, busybox_rootfs, give_to_container_root, require
 
 TIMEOUT = 60
@@ -387,7 +389,7 @@ def test_a_missing_stored_image_points_at_the_file_of_that_name(image_store, tmp
     ("x.tar", True), ("x.tar.gz", True), ("x.tgz", True), ("x.tar.zst", True), (".", True),
 ])
 def test_which_image_arguments_are_paths(value: str, path: bool) -> None:
-    assert cli.is_image_path(value) is path
+    assert is_image_path(value) is path
 
 
 def test_ps_escapes_an_image_command(image_store):
@@ -418,4 +420,4 @@ def test_errors_quoting_container_data_are_escaped(tmp_path, image_store):
     ("\x7f\x85\x9b", "\\x7f\\x85\\x9b"), ("\u202eevil", "\\u202eevil"), ("bad\udcffbyte", "bad\\xffbyte"),
 ])
 def test_printable_escapes_controls_and_keeps_unicode(text: str, shown: str) -> None:
-    assert cli.printable(text) == shown
+    assert printable(text) == shown
