@@ -477,6 +477,58 @@ static int do_exec(const struct iso_plan *plan)
 }
 
 /* Execute one step; returns 0, or -1 with errno set. */
+/* Send fd over the unix socket sock (SCM_RIGHTS, with one byte of data). */
+static int send_fd(int sock, int fd)
+{
+    char byte = 0;
+    struct iovec iov = { &byte, 1 };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                          .msg_control = control.buf, .msg_controllen = sizeof control.buf };
+    memset(control.buf, 0, sizeof control.buf);
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    ssize_t n;
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n == 1 ? 0 : -1;
+}
+
+/* The container's terminal.  The pair comes from the container's own
+ * /dev/ptmx (its devpts instance, where it has one), so nothing the
+ * workload does to it (TIOCSTI included) reaches the caller's terminal.
+ * The slave is opened through the master (TIOCGPTPEER), not by a path the
+ * container could have swapped.  A process that is already a session
+ * leader (new_session) keeps its session: setsid() would fail. */
+static int do_pty(const struct iso_step *s)
+{
+    int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0)
+        return -1;
+    int unlock = 0;
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+        return close_keep_errno(master, -1);
+    int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
+    if (slave < 0)
+        return close_keep_errno(master, -1);
+    if (send_fd((int)s->num, master) < 0) {
+        close_keep_errno(master, -1);
+        return close_keep_errno(slave, -1);
+    }
+    close(master);
+    if ((setsid() < 0 && getsid(0) != getpid()) || ioctl(slave, TIOCSCTTY, 0) < 0)
+        return close_keep_errno(slave, -1);
+    for (int fd = 0; fd < 3; fd++) {
+        if (dup2(slave, fd) < 0)
+            return close_keep_errno(slave, -1);
+    }
+    return slave > 2 ? close(slave) : 0;
+}
+
 static int run_step(const struct iso_plan *plan, const struct iso_step *s, struct steps_state *st,
                     int report_fd)
 {
@@ -512,6 +564,7 @@ static int run_step(const struct iso_plan *plan, const struct iso_step *s, struc
     case ISO_OP_UNSHARE:     return unshare((int)s->num);
     case ISO_OP_SETNS:       return setns((int)s->num, (int)s->num2);
     case ISO_OP_EXEC:        return do_exec(plan);
+    case ISO_OP_PTY:         return do_pty(s);
     }
     errno = EINVAL;
     return -1;

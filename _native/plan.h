@@ -51,6 +51,9 @@ enum iso_op {
                               workdir a, userxattr */
     ISO_OP_EXEC,           /* execve the first of plan->exec_paths that works */
     ISO_OP_JOIN_CGROUP,    /* write "0" (this process) to each cgroup.procs fd given to iso_spawn */
+    ISO_OP_PTY,            /* a new pty from /dev/ptmx: send the master over socket num
+                              (SCM_RIGHTS), make the slave the controlling terminal of a
+                              new session and fds 0, 1, 2 */
 };
 
 /* Kinds of records the child sends on the report pipe. */

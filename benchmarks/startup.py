@@ -223,9 +223,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(importtime_report("python -c pass", "pass", env))
                 print(importtime_report("import isolate", "import isolate", env))
                 state = empty_dir(workdir, "importtime-state")
-                print(importtime_report("isolate ps", "from isolate.cli import main; "
+                print(importtime_report("isolate ps", "from isolate.cli.main import main; "
                                         f"main(['--root', {state!r}, 'ps'])", env))
-                print(importtime_report("isolate run -- true", "from isolate.cli import main; "
+                print(importtime_report("isolate run -- true", "from isolate.cli.main import main; "
                                         f"main(['run', '--', {TRUE!r}])", env))
             print(f"({time.monotonic() - t0:.0f} s)")
     return 0

@@ -177,6 +177,9 @@ class Config:
     gid_map: tuple[tuple[int, int, int], ...] | None = attrs.field(default=None, converter=_id_map("gid_map"))
     init: bool = attrs.field(default=True, converter=bool)
     new_session: bool = attrs.field(default=True, converter=bool)
+    # A pty of the container's own as its controlling terminal and stdio;
+    # the caller gets the master as Container.pty (isolate/terminal.py).
+    tty: bool = attrs.field(default=False, converter=bool)
     die_with_parent: bool = attrs.field(default=True, converter=bool)
     pass_fds: tuple[int, ...] = attrs.field(default=(), converter=_pass_fds)
     capabilities: frozenset[str] = attrs.field(default=None, converter=capabilities.parse)

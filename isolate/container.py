@@ -91,6 +91,11 @@ class Container:
         return self._running().pid
 
     @property
+    def pty(self):
+        """The master of the workload's terminal (an isolate.terminal.Pty), with tty=True."""
+        return self._running().pty
+
+    @property
     def returncode(self) -> int | None:
         return None if self.process is None else self.process.returncode
 
@@ -101,21 +106,43 @@ class Container:
         exec'd within `timeout` seconds."""
         if self.process is not None:
             raise RuntimeError("this container was already started")
+        if self.config.tty and any(choice is not None for choice in self._stdio_choice):
+            raise ConfigError("tty", "a terminal is the workload's stdin, stdout and stderr: "
+                                     "leave them unset and use Container.pty")
         stdio = open_stdio(*self._stdio_choice)
+        ours, theirs = _tty_channel(self.config.tty)
         try:
-            plan = prepare(self.config, self.argv, stdio.child)   # raises before anything exists
+            plan = prepare(self.config, self.argv, stdio.child,   # raises before anything exists
+                           theirs.fileno() if theirs is not None else -1)
             if isinstance(self.config.rootfs, Overlay):
                 self._layer_locks = in_use.hold(self.config.rootfs.lower)
             self.cgroup = self._make_cgroup()
             spawned = self._spawn(plan, timeout)
         except BaseException:
             stdio.close_all()
+            _close_sockets(ours, theirs)
             self._remove_cgroup()
             in_use.release(self._layer_locks)
             raise
         stdio.close_child_ends()
         self.process = Process(self.args, spawned, stdio.parent, uses_init(self.config))
+        if ours is not None:
+            self._receive_pty(ours, theirs)
         return self.process
+
+    def _receive_pty(self, ours, theirs) -> None:
+        """Take the terminal the workload sent before it exec'd; without
+        one, the container is ended and cleaned up before raising."""
+        from isolate import terminal
+
+        theirs.close()
+        try:
+            self.process.pty = terminal.receive(ours)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            ours.close()
 
     def _make_cgroup(self):
         if self.config.limits is None:
@@ -304,6 +331,20 @@ def _check_alive(pidfd: int, pid: int) -> None:
     """A pidfd polls readable once its process has exited."""
     if select.select([pidfd], [], [], 0)[0]:
         raise IsolateError(f"cannot exec into container {pid}: it has exited")
+
+
+def _tty_channel(tty: bool):
+    """(ours, the child's) sockets for the pty's master, or (None, None)."""
+    if not tty:
+        return None, None
+    from isolate import terminal
+    return terminal.channel()
+
+
+def _close_sockets(*sockets) -> None:
+    for sock in sockets:
+        if sock is not None:
+            sock.close()
 
 
 def _open_procs(path: str) -> int:

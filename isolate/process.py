@@ -41,6 +41,8 @@ class Process:
         self.stdin: IO[bytes] | None = _open(pipes[0], "wb")
         self.stdout: IO[bytes] | None = _open(pipes[1], "rb")
         self.stderr: IO[bytes] | None = _open(pipes[2], "rb")
+        #: The master of the workload's terminal with tty=True (isolate.terminal.Pty).
+        self.pty = None
         self._report_fd = report_fd if has_init else -1
         if not has_init and report_fd >= 0:
             os.close(report_fd)
@@ -121,6 +123,8 @@ class Process:
                     stream.close()
                 except BrokenPipeError:
                     pass
+        if self.pty is not None:
+            self.pty.close()
         self._close_fds()
 
     def _close_fds(self) -> None:

@@ -34,18 +34,20 @@ _cache: OrderedDict[tuple, tuple[Plan, NativePlan]] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def prepare(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> tuple[Plan, NativePlan]:
-    """Check the host for this run, then compile (or reuse) its plan."""
+def prepare(config: Config, argv: Sequence[bytes], stdio: Sequence[int],
+            tty_socket: int = -1) -> tuple[Plan, NativePlan]:
+    """Check the host for this run, then compile (or reuse) its plan.
+    With config.tty, the pty's master is sent over the socket `tty_socket`."""
     check_host(config, argv)
     # HOME and XDG_RUNTIME_DIR name directories the host's root hides (_rootfs).
-    key = (config.key(), tuple(argv), tuple(stdio), os.geteuid(), os.getegid(),
+    key = (config.key(), tuple(argv), tuple(stdio), tty_socket, os.geteuid(), os.getegid(),
            os.environ.get("HOME"), os.environ.get("XDG_RUNTIME_DIR"))
     with _cache_lock:
         compiled = _cache.get(key)
         if compiled is not None:
             _cache.move_to_end(key)
     if compiled is None:
-        plan = compile_plan(config, argv, stdio)
+        plan = compile_plan(config, argv, stdio, tty_socket)
         compiled = (plan, NativePlan(plan))
         with _cache_lock:
             _cache[key] = compiled
@@ -75,7 +77,8 @@ def check_host(config: Config, argv: Sequence[bytes]) -> None:
     _check_executable(config, name, candidates(name, config.env.get("PATH", "")), covered)
 
 
-def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) -> Plan:
+def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int],
+                 tty_socket: int = -1) -> Plan:
     """The plan for running argv; stdio holds the child's fds for 0, 1, 2 (-1: inherit)."""
     # clone(2) has no room for CLONE_NEWTIME: the child unshares it, and the
     # exec that follows moves it into the new time namespace.  A cgroup
@@ -114,7 +117,7 @@ def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int]) ->
             plan.add(lib.ISO_OP_JOIN_CGROUP, "join the container's cgroups")
             if config.has("cgroup"):
                 plan.add(lib.ISO_OP_UNSHARE, "unshare(CLONE_NEWCGROUP)", num=clone_flags(["cgroup"]))
-    _add_workload_steps(plan, config, stdio)
+    _add_workload_steps(plan, config, stdio, tty_socket)
     _add_exec(plan, config, argv)
     return plan
 
@@ -207,7 +210,7 @@ def _mapped_id(ranges: tuple[tuple[int, int, int], ...], own: int, wanted: int) 
     return wanted
 
 
-def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> None:
+def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int], tty_socket: int) -> None:
     if config.new_session:
         plan.add(lib.ISO_OP_SETSID, "setsid()")
     last = capabilities.last_cap()
@@ -228,6 +231,10 @@ def _add_workload_steps(plan: Plan, config: Config, stdio: Sequence[int]) -> Non
     if config.die_with_parent and not uses_init(config):
         # A change of credentials clears the parent-death signal: set it again.
         plan.add(lib.ISO_OP_PDEATHSIG, "prctl(PR_SET_PDEATHSIG, SIGKILL)", num=9)
+    if config.tty:
+        # After the switch of credentials: the new pty belongs to whoever opens /dev/ptmx.
+        plan.add(lib.ISO_OP_PTY, "open a terminal (/dev/ptmx) as controlling terminal and stdio",
+                 num=tty_socket)
     for target, fd in enumerate(stdio):
         if fd >= 0 and fd != target:
             plan.add(lib.ISO_OP_DUP2, f"dup2({fd}, {target})", num=fd, num2=target)
