@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("isolate._spawn.syscalls", "isolate._spawn.plan", "isolate._spawn.executor",
      "isolate._spawn.stdio", "isolate._spawn.communicate", "isolate._spawn.pid1",
      "isolate._spawn.holder", "isolate.security", "isolate.cgroups", "isolate.layers"),
-    ("isolate.mounts", "isolate.overlay", "isolate.namespace", "isolate.config"),
+    ("isolate.mounts", "isolate.overlay", "isolate.namespace", "isolate.config", "isolate.terminal"),
     ("isolate._spawn.compile", "isolate._spawn.rootfs"),
     ("isolate.process", "isolate.container"),
     ("isolate.images", "isolate.named"),
