@@ -6,10 +6,11 @@ field, so nothing half-done ever has to be undone.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import sys
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import attrs
 
@@ -21,6 +22,9 @@ from isolate.cgroups.limits import CgroupLimit
 from isolate.mounts import Bind, Tmpfs, container_paths
 from isolate.overlay import Overlay
 from isolate.namespace import Namespace
+
+if TYPE_CHECKING:
+    from isolate.images.store import Image
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_HOSTNAME = "isolate"
@@ -161,7 +165,32 @@ def _pass_fds(value: Iterable[int]) -> tuple[int, ...]:
 
 @attrs.frozen
 class Config:
-    """How to build a container.  See docs/api.md for every field."""
+    """How to build a container: each field is also a keyword of run(),
+    Container() and Container.exec().  docs/api.md says more about each.
+
+    namespaces       kinds to create (default: all eight)
+    hostname         the UTS hostname (default "isolate")
+    rootfs           None (the host's / read-only), a directory, an Overlay or an Image
+    rootfs_readonly  a directory root is read-only unless False
+    mounts           Bind and Tmpfs objects, applied in order
+    env              the workload's whole environment (PATH added when missing)
+    cwd, user, group where and as whom the workload runs (default "/", 0, 0)
+    uid_map, gid_map (inside, outside, count) ranges of the user namespace
+    init             a PID 1 that reaps and forwards signals (default True)
+    new_session      setsid() before exec (default True)
+    tty              a terminal of the container's own: Container.pty
+    die_with_parent  SIGKILL the container when its starter dies (default True)
+    pass_fds         descriptors the workload keeps
+    capabilities, cap_add, cap_drop   the capabilities kept (default Docker's set)
+    no_new_privs     setuid files grant nothing (default True)
+    rlimits          {"nofile": 1024, "core": (0, 0), ...}
+    seccomp          "default" (Docker's allow-list), a Seccomp, or None
+    masked_paths, readonly_paths      /proc and /sys paths hidden, read-only
+    join             Namespace objects to join instead of creating that kind
+    limits           a CgroupLimit: memory, cpu, pids, io (and stats())
+    cgroup_parent    where the container's cgroup goes
+    expose_home      bind the caller's home read-only (host root only)
+    """
 
     namespaces: frozenset[str] = attrs.field(default=namespace.ALL, converter=_namespaces)
     hostname: str | None = attrs.field(default=None, converter=_hostname)
@@ -337,6 +366,62 @@ def _check_id_map(field: str, ranges: tuple[tuple[int, int, int], ...] | None,
         raise ConfigError(field, f"a range goes past id {_MAX_ID}: {ranges!r}")
     if not any(inside <= wanted < inside + count for inside, _, count in ranges):
         raise ConfigError(wanted_field, f"{wanted} is not mapped by {field} {ranges!r}")
+
+
+class Options(TypedDict, total=False):
+    """Config's fields as the keywords of run(), Container() and exec(), for
+    type checkers and IDEs (``**kwargs: Unpack[Options]``).
+    tests/test_api_signatures.py keeps it equal to Config's fields."""
+
+    namespaces: Iterable[str]
+    hostname: str | None
+    rootfs: str | os.PathLike | Overlay | Image | None
+    rootfs_readonly: bool | None
+    mounts: Iterable[Bind | Tmpfs]
+    env: Mapping[str, str]
+    cwd: str | None
+    user: int | None
+    group: int | None
+    uid_map: Iterable[tuple[int, int, int]] | None
+    gid_map: Iterable[tuple[int, int, int]] | None
+    init: bool
+    new_session: bool
+    tty: bool
+    die_with_parent: bool
+    pass_fds: Iterable[int]
+    capabilities: Iterable[str] | None
+    cap_add: Iterable[str]
+    cap_drop: Iterable[str]
+    no_new_privs: bool
+    rlimits: Mapping[str, int | tuple[int, int]] | None
+    seccomp: seccomp.Seccomp | str | None
+    masked_paths: Iterable[str] | None
+    readonly_paths: Iterable[str] | None
+    join: Iterable[Namespace]
+    limits: CgroupLimit | None
+    cgroup_parent: str | None
+    expose_home: bool
+
+
+def with_config_keywords(function: Callable, *, open_ended: bool = False) -> Callable:
+    """Give `function`'s ``**kwargs`` Config's fields as keyword-only
+    parameters in its signature, so that help() and inspect show each
+    keyword and its default (the code keeps one **kwargs).  With
+    `open_ended`, the signature keeps **kwargs too, for keywords of its own."""
+    signature = inspect.signature(function)
+    kept = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    rest = [p for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD and open_ended]
+    taken = {p.name for p in kept}
+    for field in attrs.fields(Config):
+        if field.init and field.name not in taken:
+            default = field.default
+            if isinstance(default, attrs.Factory):
+                default = default.factory()
+            annotation = Options.__annotations__[field.name]
+            kept.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                          annotation=getattr(annotation, "__forward_arg__", annotation)))
+    function.__signature__ = signature.replace(parameters=kept + rest)
+    return function
 
 
 def make_config(config: Config | None, overrides: dict) -> Config:

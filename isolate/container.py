@@ -8,25 +8,33 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 import select
 import subprocess
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from isolate.layers import in_use
 from isolate._spawn.compile import prepare, uses_init
 from isolate._spawn.executor import spawn
 from isolate._spawn.stdio import PIPE, open_stdio
 from isolate.cgroups.stats import Stats
-from isolate.config import Config, make_config
+from isolate.config import Config, make_config, with_config_keywords
 from isolate.overlay import Overlay
 from isolate.errors import (CalledProcessError, CgroupError, ConfigError, IsolateError, NamespaceError,
                      SpawnTimeout, TimeoutExpired)
 from isolate.cgroups.limits import CgroupLimit
 from isolate.namespace import Namespace
 from isolate.process import Process
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack   # typing.Unpack from Python 3.11
+
+    from isolate.config import Options
 
 
 class CompletedProcess(subprocess.CompletedProcess):
@@ -60,8 +68,10 @@ class Container:
     still runs in it and releases every resource.
     """
 
+    @with_config_keywords
     def __init__(self, args: Sequence[str | bytes | os.PathLike], *, config: Config | None = None,
-                 stdin: Any = None, stdout: Any = None, stderr: Any = None, **kwargs: Any) -> None:
+                 stdin: Any = None, stdout: Any = None, stderr: Any = None,
+                 **kwargs: Unpack[Options]) -> None:
         self.argv = _argv(args)
         self.args = list(args)
         self.config = make_config(config, kwargs)
@@ -166,17 +176,19 @@ class Container:
 
     def _remove_cgroup(self) -> None:
         if self.cgroup is not None:
-            self._final = (self.cgroup.oom_killed(), self.cgroup.stats())
+            self._final = (self.cgroup.oom_killed(),
+                           attrs.evolve(self.cgroup.stats(), limits=self.config.limits))
             self.cgroup.remove()
             self.cgroup = None
 
     # --- the cgroup (limits=) -------------------------------------------------
 
     def stats(self) -> Stats:
-        """A snapshot of the container's cgroup: memory, CPU, pids, I/O."""
+        """A snapshot of the container's cgroup: memory, CPU, pids, I/O, and
+        the limits they count against (the last one once it has ended)."""
         if self._final is not None:
             return self._final[1]
-        return self._cgroup().stats()
+        return attrs.evolve(self._cgroup().stats(), limits=self.config.limits)
 
     @property
     def oom_killed(self) -> bool:
@@ -201,7 +213,9 @@ class Container:
 
     def _cgroup(self):
         if self.cgroup is None:
-            raise CgroupError(0, "this container has no cgroup: start it with limits=")
+            raise CgroupError(0, "this container has no cgroup: start it with limits= "
+                                 "(isolate.CgroupLimit() with no limit set gives a cgroup "
+                                 "that only measures)")
         return self.cgroup
 
     def wait(self, timeout: float | None = None) -> int:
@@ -213,9 +227,11 @@ class Container:
         """Like Popen.communicate()."""
         return self._running().communicate(input, timeout)
 
+    @functools.partial(with_config_keywords, open_ended=True)
     def exec(self, args: Sequence[str | bytes | os.PathLike], *, wait: bool = True,
              **kwargs: Any) -> CompletedProcess | Process:
-        """Run another command inside this running container.
+        """Run another command inside this running container (keywords:
+        run()'s and Config's fields, as help() lists them).
 
         It joins every namespace of the container, created or joined, and
         its cgroup, with the container's env, cwd, user, group and policy
@@ -278,6 +294,7 @@ def _cgroup_frozen(dirs: list[str]) -> bool:
     return frozen(dirs)
 
 
+@functools.partial(with_config_keywords, open_ended=True)
 def exec_in(pid: int, base: Config, args: Sequence[str | bytes | os.PathLike], *,
             pidfd: int | None = None, cgroups: Sequence[str] = (), wait: bool = True,
             **kwargs: Any) -> CompletedProcess | Process:
@@ -384,11 +401,16 @@ def _exec_config(base: Config, joined: list[Namespace], overrides: dict) -> Conf
     return make_config(None, {**inherited, **overrides, "namespaces": (), "join": tuple(joined)})
 
 
+@with_config_keywords
 def run(args: Sequence[str | bytes | os.PathLike], *, input: bytes | str | None = None,
         capture_output: bool = False, timeout: float | None = None, check: bool = False,
         text: bool = False, stdin: Any = None, stdout: Any = None, stderr: Any = None,
-        config: Config | None = None, **kwargs: Any) -> CompletedProcess:
-    """Run a command in a new container and wait for it, like subprocess.run()."""
+        config: Config | None = None, **kwargs: Unpack[Options]) -> CompletedProcess:
+    """Run a command in a new container and wait for it, like subprocess.run().
+
+    The other keywords are Config's fields (help(isolate.Config) lists them;
+    docs/api.md says more), or give a whole `config`.  Raises ConfigError
+    naming the field for a bad value, before anything is created."""
     stdio = _run_stdio(input, capture_output, stdin, stdout, stderr)
     container = Container(args, config=config, **stdio, **kwargs)
     return _run(container, input, timeout, check, text)

@@ -37,9 +37,15 @@ def module_names() -> dict[str, Path]:
 
 
 def imported(path: Path, known: dict[str, Path]) -> set[str]:
-    """The isolate modules a file imports, anywhere in it."""
+    """The isolate modules a file imports, anywhere in it but under ``if
+    TYPE_CHECKING:`` (names for annotations only, never loaded)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING",
+                                                                    "typing.TYPE_CHECKING"):
+            node.body = []   # not walked: ast.walk reads the children after this
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("isolate"):
             for alias in node.names:
                 submodule = f"{node.module}.{alias.name}"

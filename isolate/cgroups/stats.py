@@ -1,7 +1,12 @@
 """Stats: what a container's cgroup reports, the same for v1 and v2."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
+
+if TYPE_CHECKING:
+    from isolate.cgroups.limits import CgroupLimit
 
 
 @attrs.frozen
@@ -15,3 +20,5 @@ class Stats:
     io_read_bytes: int | None = None
     io_write_bytes: int | None = None
     oom_kills: int | None = None        #: processes the OOM killer killed
+    #: The container's limits, to read the usage against (Container.stats()).
+    limits: CgroupLimit | None = None
