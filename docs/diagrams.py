@@ -136,7 +136,7 @@ def layers_dot() -> str:
         f"  graph [rankdir=TB, compound=true, nodesep=0.25, ranksep=0.45, {FONT}, fontsize=12,",
         '         label="An arrow: may import. A module may import its own layer and any layer '
         'below it, never one above,\\nand no modules import each other in a circle '
-        '(tests/test_layout.py, counting imports inside functions). Dashed: planned.",',
+        '(tests/test_layout.py, counting imports inside functions).\\nDashed: planned.",',
         "         labelloc=b];",
         f"  node [shape=box, style=\"rounded,filled\", fillcolor=white, {FONT}, fontsize=10];",
         f"  edge [{FONT}, fontsize=9];",
