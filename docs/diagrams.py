@@ -36,8 +36,8 @@ LAYER_NAMES = ["base", "backends", "vocabulary", "spawn compiler", "objects", "s
 PLANNED = {
     "vocabulary": [("network/", "planned: what Config will say about\n"
                                 "a container's network")],
-    "stores": [("oci/", "planned: an OCI runtime,\nover named/")],
-    "front ends": [("pytest_plugin.py", "planned: fixtures that\nrun containers")],
+    "front ends": [("oci/", "planned: an OCI runtime,\nover named/"),
+                   ("pytest_plugin.py", "planned: fixtures that\nrun containers")],
 }
 
 FONT = 'fontname="Helvetica"'
