@@ -1,6 +1,6 @@
 """Reading and writing cgroup files, with errors that name the file.
 
-Shared by both backends (cgroup_v1.py, cgroup_v2.py): every write that the
+Shared by both backends (v1.py, v2.py): every write that the
 kernel refuses becomes a CgroupError naming the path, the value and the
 errno, instead of a bare OSError from somewhere deep in a spawn.  Also
 the kill both use where the kernel has no cgroup.kill (kill_all).

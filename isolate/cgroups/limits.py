@@ -4,7 +4,7 @@
                 io_weight=100, cpuset="0")
 
 Every field is optional (None: no limit).  The values are those of cgroup
-v2; the v1 backend converts them (cgroup_v1.py).  A bad value raises
+v2; the v1 backend converts them (v1.py).  A bad value raises
 ConfigError naming the field ("CgroupLimit.memory") at construction.
 """
 from __future__ import annotations

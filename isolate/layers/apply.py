@@ -1,5 +1,5 @@
 """Applying a layer tar to a directory, whiteouts stored in overlay form
-(see `layer_format`).
+(see `format`).
 
 A layer tar is untrusted: `extract` resolves every path from a descriptor of
 the destination, one component at a time, never following a symlink, so no

@@ -1,5 +1,5 @@
 """Image layer format: the conventions a layer tar and an overlay upper
-directory share, for `layer_apply` (tar to directory) and `layer_write`
+directory share, for `apply` (tar to directory) and `write`
 (directory to tar).
 
 A layer is a tar "changeset" (OCI image-spec, layer.md): its entries add or

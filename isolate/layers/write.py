@@ -1,5 +1,5 @@
 """Writing an overlayfs upper directory, where the kernel records a
-container's changes in overlay form, as a layer tar (see `layer_format`
+container's changes in overlay form, as a layer tar (see `format`
 for the two forms)."""
 from __future__ import annotations
 
