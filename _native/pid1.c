@@ -1,10 +1,13 @@
 /* isolate-init: PID 1 of a container's PID namespace (a program of its own).
  *
- *     isolate-init REPORT_FD WORKLOAD_PID [+|- CGROUP_PROCS_FD...]
+ *     isolate-init REPORT_FD WORKLOAD_PID EXIT_FD [+|- CGROUP_PROCS_FD...]
  *
  * With the optional part, it first joins the cgroups whose cgroup.procs
  * files are open as the given fds and, with "+", unshares a cgroup
- * namespace rooted there.
+ * namespace rooted there.  EXIT_FD is -1, or a file that outlives the
+ * caller (a detached named container's <state dir>/<name>.exit): when the
+ * workload ends, one line saying how ("exit N" or "signal N") is written
+ * at its start (record_exit below).
  *
  * It reports ISO_REPORT_EXECED first: the workload has been exec'd (the
  * setup process waited for that) and PID 1 no longer shares any memory
@@ -40,13 +43,47 @@ static void report(int fd, int kind, int value)
         ;
 }
 
-/* Keep only the report pipe: stdio and anything else the setup process
- * had open would otherwise stay open as long as the container runs. */
-static void close_all_but(int keep)
+/* The workload's end, for a reader who outlives the caller and so never
+ * sees the report pipe: `isolate ps`, `wait`, `inspect` of a detached
+ * container.  pwrite at offset 0 of a file the caller truncated, so the file
+ * holds exactly one line.  Its readers parse it strictly and only show it:
+ * root in the container may hold CAP_SYS_PTRACE in its user namespace and
+ * could then write anything here through us. */
+static void record_exit(int fd, int status)
 {
-    if (keep > 0)
-        syscall(SYS_close_range, 0U, (unsigned)keep - 1, 0U);
-    syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0U);
+    /* Digits by hand: snprintf would pull stdio into this static program. */
+    const char *word = WIFEXITED(status) ? "exit " : "signal ";
+    unsigned value = WIFEXITED(status) ? (unsigned)WEXITSTATUS(status) : (unsigned)WTERMSIG(status);
+    char line[16], digits[4];
+    size_t len = strlen(word), n = 0;
+    if (fd < 0)
+        return;
+    memcpy(line, word, len);
+    do {
+        digits[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    while (n)
+        line[len++] = digits[--n];
+    line[len++] = '\n';
+    while (pwrite(fd, line, len, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* Keep only the report pipe and the exit file (`keep`, ascending, -1 for
+ * none): stdio and anything else the setup process had open would
+ * otherwise stay open as long as the container runs. */
+static void close_all_but(const int keep[2])
+{
+    unsigned next = 0;
+    for (int i = 0; i < 2; i++) {
+        if (keep[i] < 0)
+            continue;
+        if ((unsigned)keep[i] > next)
+            syscall(SYS_close_range, next, (unsigned)keep[i] - 1, 0U);
+        next = (unsigned)keep[i] + 1;
+    }
+    syscall(SYS_close_range, next, ~0U, 0U);
 }
 
 static void default_dispositions(void)
@@ -80,13 +117,13 @@ static int reap(pid_t workload, int *status)
  * them: the OOM killer would have taken the caller with it. */
 static int join_cgroups(int argc, char **argv)
 {
-    if (argc < 4)
+    if (argc < 5)
         return 0;
-    for (int i = 4; i < argc; i++) {
+    for (int i = 5; i < argc; i++) {
         if (write(atoi(argv[i]), "0", 1) != 1)
             return -1;
     }
-    return argv[3][0] == '+' ? unshare(CLONE_NEWCGROUP) : 0;
+    return argv[4][0] == '+' ? unshare(CLONE_NEWCGROUP) : 0;
 }
 
 int main(int argc, char **argv)
@@ -94,10 +131,11 @@ int main(int argc, char **argv)
     sigset_t all;
     int status = 0;
 
-    if (argc < 3)
+    if (argc < 4)
         return 127;
     int report_fd = atoi(argv[1]);
     pid_t workload = (pid_t)atoi(argv[2]);
+    int exit_fd = atoi(argv[3]);
 
     /* Before anything else: nobody in the container may open our
      * /proc/1/mem, /proc/1/fd or /proc/1/exe, or ptrace us. */
@@ -117,7 +155,12 @@ int main(int argc, char **argv)
     sigprocmask(SIG_SETMASK, &all, NULL);
     prctl(PR_SET_NAME, "isolate-init", 0, 0, 0);   /* not "memfd:isolate-i" */
     default_dispositions();
-    close_all_but(report_fd);
+    int keep[2] = { report_fd, exit_fd };
+    if (exit_fd >= 0 && exit_fd < report_fd) {
+        keep[0] = exit_fd;
+        keep[1] = report_fd;
+    }
+    close_all_but(keep);
 
     /* Resetting SIGCHLD to SIG_DFL discarded any pending one: the workload
      * may have ended before we got here. */
@@ -132,6 +175,7 @@ int main(int argc, char **argv)
         else
             kill(workload, sig);
     }
+    record_exit(exit_fd, status);
     report(report_fd, ISO_REPORT_EXIT, status);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

@@ -115,6 +115,10 @@ struct iso_plan {
     const char *gid_map;
     /* For ISO_OP_FORK_WORKLOAD: an fd of the pid1 program (a sealed memfd). */
     int init_fd;
+    /* For ISO_OP_FORK_WORKLOAD: a file pid1 writes the workload's end to
+     * ("exit N" or "signal N"), or -1.  Only pid1 keeps it: the workload's
+     * ISO_OP_CLOSE_FDS closes it like any fd not in keep_fds. */
+    int exit_fd;
     /* For ISO_OP_EXEC: candidate paths (NULL-terminated), argv and envp. */
     char *const *exec_paths;
     char *const *argv;

@@ -40,15 +40,18 @@ static int workload_main(void *arg)
 __attribute__((noreturn))
 static void exec_pid1(struct iso_child *child, pid_t workload)
 {
-    char texts[2 + MAX_CGROUP_ARGS][16];
-    char *argv[5 + MAX_CGROUP_ARGS] = { "isolate-init", texts[0], texts[1] };
+    char texts[3 + MAX_CGROUP_ARGS][16];
+    char *argv[6 + MAX_CGROUP_ARGS] = { "isolate-init", texts[0], texts[1], texts[2] };
     char *envp[] = { NULL };
-    int report_fd = child->report_fd, argc = 3, ok;
+    int report_fd = child->report_fd, exit_fd = child->plan->exit_fd, argc = 4, ok;
 
     snprintf(texts[0], sizeof texts[0], "%d", report_fd);
     snprintf(texts[1], sizeof texts[1], "%d", (int)workload);
-    /* pid1 reports on the pipe, so it must survive this exec. */
-    ok = fcntl(report_fd, F_SETFD, 0) == 0;
+    snprintf(texts[2], sizeof texts[2], "%d", exit_fd);
+    /* pid1 reports on the pipe, and writes the exit file, so both must
+     * survive this exec.  The workload, started above with a copy of our
+     * descriptors, has closed its copy of the exit file (ISO_OP_CLOSE_FDS). */
+    ok = fcntl(report_fd, F_SETFD, 0) == 0 && (exit_fd < 0 || fcntl(exit_fd, F_SETFD, 0) == 0);
     /* With cgroup_in_workload, pid1 joins the cgroups itself: this
      * process shares the caller's memory and must never be in them. */
     int ncgroups = child->plan->cgroup_in_workload ? child->ncgroup_fds : 0;
@@ -59,8 +62,8 @@ static void exec_pid1(struct iso_child *child, pid_t workload)
     if (child->plan->cgroup_in_workload)
         argv[argc++] = child->plan->cgroup_in_workload == 2 ? "+" : "-";
     for (int i = 0; ok && i < ncgroups; i++) {
-        snprintf(texts[2 + i], sizeof texts[2 + i], "%d", child->cgroup_fds[i]);
-        argv[argc++] = texts[2 + i];
+        snprintf(texts[3 + i], sizeof texts[3 + i], "%d", child->cgroup_fds[i]);
+        argv[argc++] = texts[3 + i];
         ok = fcntl(child->cgroup_fds[i], F_SETFD, 0) == 0;
     }
     argv[argc] = NULL;

@@ -66,15 +66,22 @@ class Container:
     stdin/stdout/stderr choices of subprocess.  The container starts on
     start() or on entering a `with` block; leaving the block kills whatever
     still runs in it and releases every resource.
+
+    `exit_fd`, a descriptor (>= 3) of a file open for writing, is where the
+    container's init writes how the workload ended ("exit N" or "signal N",
+    one line at offset 0) for a reader who outlives the caller, such as
+    `isolate ps` of a detached container; it needs the init.  Only the init
+    keeps it: the workload never sees it.
     """
 
     @with_config_keywords
     def __init__(self, args: Sequence[str | bytes | os.PathLike], *, config: Config | None = None,
                  stdin: Any = None, stdout: Any = None, stderr: Any = None,
-                 **kwargs: Unpack[Options]) -> None:
+                 exit_fd: int | None = None, **kwargs: Unpack[Options]) -> None:
         self.argv = _argv(args)
         self.args = list(args)
         self.config = make_config(config, kwargs)
+        self._exit_fd = _exit_fd(exit_fd, self.config)
         self._stdio_choice = (stdin, stdout, stderr)
         self.process: Process | None = None
         self._execs: list[Process] = []
@@ -123,7 +130,7 @@ class Container:
         ours, theirs = _tty_channel(self.config.tty)
         try:
             plan = prepare(self.config, self.argv, stdio.child,   # raises before anything exists
-                           theirs.fileno() if theirs is not None else -1)
+                           theirs.fileno() if theirs is not None else -1, self._exit_fd)
             if isinstance(self.config.rootfs, Overlay):
                 self._layer_locks = in_use.hold(self.config.rootfs.lower)
             self.cgroup = self._make_cgroup()
@@ -348,6 +355,18 @@ def _check_alive(pidfd: int, pid: int) -> None:
     """A pidfd polls readable once its process has exited."""
     if select.select([pidfd], [], [], 0)[0]:
         raise IsolateError(f"cannot exec into container {pid}: it has exited")
+
+
+def _exit_fd(fd: int | None, config: Config) -> int:
+    """Container's `exit_fd` checked: -1 for none."""
+    if fd is None:
+        return -1
+    if isinstance(fd, bool) or not isinstance(fd, int) or fd < 3:
+        raise ConfigError("exit_fd", f"expected a descriptor >= 3, got {fd!r}")
+    if not uses_init(config):
+        raise ConfigError("exit_fd", "only the container's init writes it: needs init=True "
+                                     "and a 'pid' namespace")
+    return fd
 
 
 def _tty_channel(tty: bool):

@@ -35,19 +35,20 @@ _cache_lock = threading.Lock()
 
 
 def prepare(config: Config, argv: Sequence[bytes], stdio: Sequence[int],
-            tty_socket: int = -1) -> tuple[Plan, NativePlan]:
+            tty_socket: int = -1, exit_fd: int = -1) -> tuple[Plan, NativePlan]:
     """Check the host for this run, then compile (or reuse) its plan.
-    With config.tty, the pty's master is sent over the socket `tty_socket`."""
+    With config.tty, the pty's master is sent over the socket `tty_socket`;
+    the init writes how the workload ended to `exit_fd` (-1: nowhere)."""
     check_host(config, argv)
     # HOME and XDG_RUNTIME_DIR name directories the host's root hides (_rootfs).
-    key = (config.key(), tuple(argv), tuple(stdio), tty_socket, os.geteuid(), os.getegid(),
+    key = (config.key(), tuple(argv), tuple(stdio), tty_socket, exit_fd, os.geteuid(), os.getegid(),
            os.environ.get("HOME"), os.environ.get("XDG_RUNTIME_DIR"))
     with _cache_lock:
         compiled = _cache.get(key)
         if compiled is not None:
             _cache.move_to_end(key)
     if compiled is None:
-        plan = compile_plan(config, argv, stdio, tty_socket)
+        plan = compile_plan(config, argv, stdio, tty_socket, exit_fd)
         compiled = (plan, NativePlan(plan))
         with _cache_lock:
             _cache[key] = compiled
@@ -78,8 +79,9 @@ def check_host(config: Config, argv: Sequence[bytes]) -> None:
 
 
 def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int],
-                 tty_socket: int = -1) -> Plan:
-    """The plan for running argv; stdio holds the child's fds for 0, 1, 2 (-1: inherit)."""
+                 tty_socket: int = -1, exit_fd: int = -1) -> Plan:
+    """The plan for running argv; stdio holds the child's fds for 0, 1, 2 (-1: inherit).
+    With an init, it writes how the workload ended to `exit_fd` (-1: nowhere)."""
     # clone(2) has no room for CLONE_NEWTIME: the child unshares it, and the
     # exec that follows moves it into the new time namespace.  A cgroup
     # namespace is unshared only once the parent has put the child in its
@@ -112,6 +114,7 @@ def compile_plan(config: Config, argv: Sequence[bytes], stdio: Sequence[int],
         plan.add(lib.ISO_OP_LOOPBACK_UP, "bring up the loopback interface 'lo'")
     if uses_init(config):
         plan.init_fd = init_fd()
+        plan.exit_fd = exit_fd
         plan.add(lib.ISO_OP_FORK_WORKLOAD, "start the workload and exec the container's init")
         if self_placed:
             plan.add(lib.ISO_OP_JOIN_CGROUP, "join the container's cgroups")

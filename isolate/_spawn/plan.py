@@ -44,6 +44,7 @@ class Plan:
     uid_map: str | None = None
     gid_map: str | None = None
     init_fd: int = -1
+    exit_fd: int = -1              # see struct iso_plan
     exec_paths: list[str] = attrs.field(factory=list)
     argv: list[bytes] = attrs.field(factory=list)
     envp: list[bytes] = attrs.field(factory=list)
@@ -94,6 +95,7 @@ class NativePlan:
         self.struct.uid_map = self._cstr(plan.uid_map)
         self.struct.gid_map = self._cstr(plan.gid_map)
         self.struct.init_fd = plan.init_fd
+        self.struct.exit_fd = plan.exit_fd
         self.struct.exec_paths = self._cstr_array(plan.exec_paths)
         self.struct.argv = self._cstr_array(plan.argv)
         self.struct.envp = self._cstr_array(plan.envp)
