@@ -45,10 +45,10 @@ static void report(int fd, int kind, int value)
 
 /* The workload's end, for a reader who outlives the caller and so never
  * sees the report pipe: `isolate ps`, `wait`, `inspect` of a detached
- * container.  pwrite at offset 0 of a file the caller truncated, so the file
- * holds exactly one line.  Its readers parse it strictly and only show it:
- * root in the container may hold CAP_SYS_PTRACE in its user namespace and
- * could then write anything here through us. */
+ * container.  Written at offset 0 and cut there, so the file holds exactly
+ * that one line.  Its readers parse it strictly and only show it: root in
+ * the container may hold CAP_SYS_PTRACE in its user namespace and could
+ * then write anything here through us. */
 static void record_exit(int fd, int status)
 {
     /* Digits by hand: snprintf would pull stdio into this static program. */
@@ -68,6 +68,7 @@ static void record_exit(int fd, int status)
     line[len++] = '\n';
     while (pwrite(fd, line, len, 0) < 0 && errno == EINTR)
         ;
+    ftruncate(fd, (off_t)len);
 }
 
 /* Keep only the report pipe and the exit file (`keep`, ascending, -1 for

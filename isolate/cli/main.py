@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import textwrap
 from typing import Callable, NoReturn, Optional, Sequence
 
 from isolate.cli.options import add_exec_options, add_run_options
@@ -56,7 +57,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                               description="Run CMD in a new container and exit with its status."),
         "exec": sub.add_parser("exec", help="run a command in a running named container",
                                description="Run CMD in the namespaces of a named container."),
-        "ps": sub.add_parser("ps", help="list named containers"),
+        "ps": sub.add_parser("ps", help="list named containers",
+                             epilog="example:\n  isolate ps -a",
+                             formatter_class=argparse.RawDescriptionHelpFormatter),
         "kill": sub.add_parser("kill", help="send a signal to a named container"),
         "rm": sub.add_parser("rm", help="forget a stopped named container"),
         "import": sub.add_parser("import", help="import an image archive into the store"),
@@ -65,6 +68,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     }
     add_run_options(commands["run"])
     add_exec_options(commands["exec"])
+    commands["ps"].add_argument("-a", "--all", action="store_true",
+                                help="list stopped containers too (default: running ones only)")
+    _add_lifecycle_commands(sub, commands)
     commands["kill"].add_argument("name")
     commands["kill"].add_argument("-s", "--signal", default="KILL", type=_signal,
                                   help="signal name or number (default: KILL)")
@@ -75,6 +81,72 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     commands["import"].add_argument("--name", help="which image of a multi-image archive")
     commands["rmi"].add_argument("image", help="name or id")
     return parser, commands
+
+
+def _add_lifecycle_commands(sub: argparse._SubParsersAction,
+                            commands: dict[str, argparse.ArgumentParser]) -> None:
+    """wait, stop, start, restart and logs (isolate/cli/lifecycle.py runs them)."""
+    def add(name: str, summary: str, description: str, example: str) -> argparse.ArgumentParser:
+        # Raw, for the example's own line: so the description is wrapped here.
+        commands[name] = sub.add_parser(name, help=summary, description=textwrap.fill(description),
+                                        epilog=f"example:\n  {example}",
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
+        return commands[name]
+
+    def names(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("names", nargs="+", metavar="NAME", help="a named container")
+
+    def stop_time(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("-t", "--time", type=_seconds, default=10.0, metavar="SECS",
+                            help="seconds to wait after SIGTERM before SIGKILL (default: 10)")
+
+    names(add("wait", "wait for named containers to stop, print their exit codes",
+              "Block until each container has stopped, then print its exit status "
+              "(128+N when signal N killed it).", "isolate wait web worker"))
+    stop = add("stop", "stop running named containers",
+               "Send SIGTERM to each container's init, which passes it on; SIGKILL if it still "
+               "runs SECS seconds later.  Prints each name.", "isolate stop -t 5 web")
+    stop_time(stop)
+    names(stop)
+    names(add("start", "start stopped named containers again",
+              "Start each stopped container again, detached, with the command and settings it "
+              "was first run with; its output goes on in its log.  Prints each name.",
+              "isolate start web"))
+    restart = add("restart", "stop, then start named containers",
+                  "Stop each container (as isolate stop) if it runs, then start it again (as "
+                  "isolate start).  Prints each name.", "isolate restart -t 5 web")
+    stop_time(restart)
+    names(restart)
+    logs = add("logs", "show a detached container's output",
+               "Print what the container wrote to its stdout and stderr, as it wrote it.",
+               "isolate logs -f --tail 20 web")
+    logs.add_argument("name", help="a named container started with -d")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing what it writes until it stops")
+    logs.add_argument("--tail", type=_lines, metavar="N",
+                      help="only the last N lines (default: all)")
+    logs.add_argument("-t", "--timestamps", action="store_true",
+                      help="refused: the log has no time per line (isolate/named/logs.py says why)")
+
+
+def _seconds(value: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _lines(value: str) -> int | None:
+    """An argparse type: a number of lines, 0 or more, or "all" (None)."""
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of lines >= 0 or 'all', got {value!r}")
+    return int(value)
 
 
 def _signal(value: str) -> int:
@@ -125,6 +197,8 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
         from isolate.cli.run import COMMANDS
     elif name in ("ps", "kill", "rm"):
         from isolate.cli.containers import COMMANDS
+    elif name in ("wait", "stop", "start", "restart", "logs"):
+        from isolate.cli.lifecycle import COMMANDS
     else:
         from isolate.cli.images import COMMANDS
     return COMMANDS[name]

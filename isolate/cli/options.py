@@ -111,6 +111,8 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     opt("--name", help="name the container, to exec into, kill or remove it later")
     opt("-d", "--detach", action="store_true",
         help="start it in the background (output in the state directory) and print its name")
+    opt("--rm", action="store_true",
+        help="remove the container (its record, log and cgroup) once it has exited")
     _add_command(run)
 
 

@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from isolate.named import containers as named
         from isolate.named.state import StateDir
         record = named.start_detached(StateDir(args.root), args.name or named.new_name(),
-                                      args.command, config)
+                                      args.command, config, auto_remove=args.rm)
         print(record.name)
         return 0
     states = None

@@ -51,8 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RUNNING", "STOPPED", "ContainerExists", "ContainerNotFound", "ContainerState",
     "StateDir", "StateError", "boot_id", "check_name", "default_root", "exec_config",
-    "exec_fields",
-    "pid_start_time",
+    "exec_fields", "pid_start_time", "record_config", "start_config", "start_fields",
 ]
 
 RUNNING: Literal["running"] = "running"
@@ -66,6 +65,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SUFFIX = ".json"
 _LOCK = ".lock"
 _LOG = ".log"
+_EXIT = ".exit"
 
 
 class StateError(IsolateError):
@@ -237,6 +237,86 @@ def _seccomp_value(value: Any) -> Any:
     return value
 
 
+def record_config(config: Config) -> dict[str, Any]:
+    """What a record keeps of an isolate.Config: exec_config() and start_config()."""
+    return {**exec_config(config), **start_config(config)}
+
+
+def start_config(config: Config) -> dict[str, Any]:
+    """The JSON-safe rest of an isolate.Config that starting the container
+    again needs (`isolate start`, `restart`), on top of exec_config():
+    how its root and mounts are made, its id maps, init, limits and paths.
+
+    `join` and `pass_fds` name descriptors of the process that started it,
+    gone by the time of a restart: kept only so that start_fields() can
+    refuse such a container instead of starting it differently.
+    """
+    from isolate.mounts import Bind
+    return {
+        "rootfs_readonly": config.rootfs_readonly,
+        "mounts": [{"kind": "bind", **attrs.asdict(mount)} if isinstance(mount, Bind)
+                   else {"kind": "tmpfs", **attrs.asdict(mount)} for mount in config.mounts],
+        "uid_map": None if config.uid_map is None else [list(r) for r in config.uid_map],
+        "gid_map": None if config.gid_map is None else [list(r) for r in config.gid_map],
+        "init": config.init,
+        "new_session": config.new_session,
+        "masked_paths": list(config.masked_paths),
+        "readonly_paths": list(config.readonly_paths),
+        "limits": None if config.limits is None else _limits_json(config.limits),
+        "cgroup_parent": config.cgroup_parent,
+        "expose_home": config.expose_home,
+        "joined": sorted(ns.kind for ns in config.join),
+        "pass_fds": list(config.pass_fds),
+    }
+
+
+def _limits_json(limits: Any) -> dict[str, Any]:
+    """A CgroupLimit as JSON: io_max back to the mapping its converter takes."""
+    saved = attrs.asdict(limits, recurse=False)
+    saved["io_max"] = {device: dict(amounts) for device, amounts in limits.io_max}
+    return saved
+
+
+#: What start_fields() needs in a record besides exec_fields()'s.
+_START_FIELDS = ("hostname", "rootfs", "rootfs_readonly", "mounts", "uid_map", "gid_map", "init",
+                 "new_session", "masked_paths", "readonly_paths", "limits", "cgroup_parent",
+                 "expose_home", "joined", "pass_fds")
+
+
+def start_fields(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The isolate.Config keywords that start a stopped container again just
+    as it was started, from a record's config (record_config()'s output,
+    read back from JSON); StateError if the record cannot say."""
+    missing = [field for field in _START_FIELDS if field not in saved]
+    if missing:
+        raise StateError(f"container record lacks {', '.join(missing)} (written by an older "
+                         f"isolate?): cannot start it again as it was")
+    for field, what in (("joined", "joined namespaces"), ("pass_fds", "passed descriptors")):
+        if saved[field]:
+            raise StateError(f"the container was started with {what} ({saved[field]!r}) of the "
+                             f"process that started it, which a restart cannot have")
+    from isolate.cgroups.limits import CgroupLimit
+    from isolate.mounts import Bind, Tmpfs
+    from isolate.overlay import Overlay
+    fields = exec_fields(saved)
+    fields.update({field: saved[field] for field in _START_FIELDS
+                   if field not in ("joined", "pass_fds")})
+    try:
+        if isinstance(saved["rootfs"], Mapping):
+            fields["rootfs"] = Overlay(**saved["rootfs"])
+        fields["mounts"] = [Bind(**_without(mount, "kind")) if mount["kind"] == "bind"
+                            else Tmpfs(**_without(mount, "kind")) for mount in saved["mounts"]]
+        if saved["limits"] is not None:
+            fields["limits"] = CgroupLimit(**saved["limits"])
+    except (TypeError, KeyError) as exc:
+        raise StateError(f"container record: malformed rootfs, mounts or limits: {exc}") from None
+    return fields
+
+
+def _without(mapping: Mapping[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
 def _positive(field: str, minimum: int) -> Callable[[Any, Any, Any], None]:
     def check(_instance: Any, _attribute: Any, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -282,8 +362,15 @@ class ContainerState:
     `pid` is the host pid of the container's PID 1 and `start_time` its
     start time (clock ticks after boot) in the boot `boot_id`: together they
     name that process and no later one.  `config` holds the JSON-safe
-    settings a later exec needs (see exec_config()).  `exit_code` and
-    `finished` are set once whoever waited for the container saw it end.
+    settings a later exec or start needs (see record_config()).
+    `exit_code` (the returncode: -N for signal N) and `finished` are set
+    once the container is known to have ended (isolate.named.exits says
+    who learns it, and how); `finished` stays None when the time is not
+    known.  `created` is when the name was first given, `started` when the
+    current process started if it is a restart (`isolate start`), else
+    None.  `detached`: started by start_detached(), so nothing waits for
+    it and its output goes to its log.  `auto_remove` (run --rm): the
+    container is removed once it stops.
     """
 
     name: str = attrs.field(converter=check_name)
@@ -295,6 +382,9 @@ class ContainerState:
     boot_id: str = attrs.field(factory=boot_id)
     exit_code: int | None = attrs.field(default=None, validator=_optional_int)
     finished: float | None = attrs.field(default=None, converter=_optional_float)
+    started: float | None = attrs.field(default=None, converter=_optional_float)
+    detached: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    auto_remove: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     @classmethod
     def for_process(cls, name: str, pid: int, argv: Sequence[str | bytes | os.PathLike],
@@ -303,11 +393,11 @@ class ContainerState:
         """A record for the live process `pid`, its start time read from /proc.
 
         `config` is a JSON-safe mapping or an isolate.Config (reduced with
-        exec_config()).  Call this before the process is reaped.
+        record_config()).  Call this before the process is reaped.
         """
         from isolate.config import Config
         if isinstance(config, Config):
-            config = exec_config(config)
+            config = record_config(config)
         return cls(name=name, pid=pid, start_time=pid_start_time(pid), argv=argv,
                    config=config, **fields)
 
@@ -331,6 +421,18 @@ class ContainerState:
     def stopped(self, exit_code: int | None) -> ContainerState:
         """A copy recording that the container ended now with `exit_code`."""
         return attrs.evolve(self, exit_code=exit_code, finished=time.time())
+
+    @property
+    def exit_status(self) -> int | None:
+        """The recorded exit as a shell shows it (128+N for signal N), or None."""
+        if self.exit_code is None:
+            return None
+        return 128 - self.exit_code if self.exit_code < 0 else self.exit_code
+
+    @property
+    def up_since(self) -> float:
+        """When the current (or last) process of the container started."""
+        return self.created if self.started is None else self.started
 
     def to_dict(self) -> dict[str, Any]:
         """The record as saved: plain JSON types, with a format version."""
@@ -521,6 +623,41 @@ class StateDir:
         fd = self._open(check_name(name) + _LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         return os.fdopen(fd, "ab")
 
+    def read_log(self, name: str) -> BinaryIO:
+        """The log of `name`, opened for reading; FileNotFoundError if it has
+        none (a container run in the foreground writes to its terminal)."""
+        return os.fdopen(self._open(check_name(name) + _LOG, os.O_RDONLY | os.O_NONBLOCK), "rb")
+
+    def new_exit_file(self, name: str) -> tuple[int, str]:
+        """A new, empty exit file for the next start of `name` (see
+        isolate.named.exits): its descriptor, open for writing, and its
+        temporary name.  save(record, exit_file=that name) puts it in
+        place; discard() deletes it if the start fails.
+
+        A new file each start, never the old one truncated: a container of
+        the same name that lost the race for it (ContainerExists) keeps
+        writing to a file nobody reads."""
+        check_name(name)
+        tmp = f".{name}.{os.urandom(8).hex()}{_EXIT}.tmp"
+        return self._open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), tmp
+
+    def discard(self, tmp: str) -> None:
+        """Delete the temporary file `tmp` (from new_exit_file()), if it is there."""
+        if not tmp.startswith(".") or "/" in tmp:
+            raise StateError(f"{tmp!r} is not a temporary file of the state directory")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=self._fd)
+
+    def open_exit_file(self, name: str) -> int | None:
+        """A descriptor of `<name>.exit`, open for reading, or None if there
+        is none.  Held across a wait, it still reads after an `rm` (or
+        --rm) unlinked the file.  Written from inside the container: parse
+        what it holds strictly (isolate.named.exits)."""
+        try:
+            return self._open(check_name(name) + _EXIT, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+
     def load(self, name: str) -> ContainerState:
         """The record of `name`; ContainerNotFound if there is none."""
         path = self.path(name)
@@ -556,12 +693,14 @@ class StateDir:
                 continue
         return states
 
-    def save(self, state: ContainerState) -> None:
+    def save(self, state: ContainerState, exit_file: str | None = None) -> None:
         """Write `state` as the record of its name, atomically.
 
         Replaces a record of the same process (an update) or of a stopped
         container; raises ContainerExists if the name belongs to another
-        container that is still running.
+        container that is still running.  `exit_file`, a temporary name
+        from new_exit_file(), becomes the container's exit file in the same
+        locked step, replacing the last start's.
         """
         with self.lock():
             try:
@@ -572,6 +711,12 @@ class StateDir:
                     and current.status() == RUNNING):
                 raise ContainerExists(state.name, current.pid)
             self._write(state)
+            if exit_file is not None:
+                os.replace(exit_file, state.name + _EXIT, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+            elif current is not None and not current.same_process(state):
+                # The last container's exit file says nothing of this one.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(state.name + _EXIT, dir_fd=self._fd)
 
     def update(self, name: str, change: Callable[[ContainerState], ContainerState]) -> ContainerState:
         """Replace the record of `name` by ``change(record)``, under the lock; return it.
@@ -587,7 +732,7 @@ class StateDir:
             return new
 
     def remove(self, name: str, *, force: bool = False) -> None:
-        """Delete the record of `name`, and its log if any.
+        """Delete the record of `name`, and its log and exit file if any.
 
         Refuses (StateError) while the container runs, since the record is
         the only way back to it, unless `force`; `force` also removes a
@@ -603,8 +748,9 @@ class StateDir:
                 os.unlink(_record_file(name), dir_fd=self._fd)
             except FileNotFoundError:
                 raise ContainerNotFound(name, self.root) from None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name + _LOG, dir_fd=self._fd)
+            for suffix in (_LOG, _EXIT):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name + suffix, dir_fd=self._fd)
             os.fsync(self._fd)   # the unlink lives in the directory
 
     def _open(self, name: str, flags: int) -> int:

@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,10 +35,16 @@ def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT)
 
 
+#: A row of `isolate ps`: NAME, PID, STATUS (words), CREATED (date and time), COMMAND.
+PS_ROW = re.compile(r"(\S+) +(\d+) +(.+?) +(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)")
+
+
 def ps(root: Path) -> dict[str, tuple[int, str]]:
-    """name -> (pid, status) from `isolate ps`."""
-    rows = cli(root, "ps").stdout.splitlines()[1:]
-    return {row.split()[0]: (int(row.split()[1]), row.split()[2]) for row in rows}
+    """name -> (pid, "running" or "stopped") from `isolate ps -a`, whose
+    STATUS says "Up ..." or "Exited ..." as docker's does."""
+    rows = [PS_ROW.fullmatch(row) for row in cli(root, "ps", "-a").stdout.splitlines()[1:]]
+    return {row[1]: (int(row[2]), "running" if row[3].startswith("Up ") else "stopped")
+            for row in rows}
 
 
 @pytest.fixture
