@@ -1,9 +1,10 @@
 """The ``isolate`` command line: ``isolate run [options] -- CMD [ARG...]``,
-named containers (exec, ps, kill, rm) and images (import, images, rmi).
+named containers (exec, ps, kill, rm) and images (import, images, image
+inspect, rmi).
 
 This module parses the command line and hands it to the subcommand's
 module, imported only then: run.py (run, exec), containers.py (ps, kill,
-rm) or images.py (import, images, rmi).  Building the parser loads just
+rm) or images.py (import, images, image inspect, rmi).  Building the parser loads just
 options.py and output.py besides, so that ``isolate --help`` and
 ``isolate ps`` do not load the image store (tarfile, hashlib), the seccomp
 compiler or the spawn path; tests/test_startup.py checks it.
@@ -64,6 +65,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "rm": sub.add_parser("rm", help="forget a stopped named container"),
         "import": sub.add_parser("import", help="import an image archive into the store"),
         "images": sub.add_parser("images", help="list the images in the store"),
+        "image": sub.add_parser("image", help="manage images (image inspect)",
+                                epilog="example:\n  isolate image inspect busybox",
+                                formatter_class=argparse.RawDescriptionHelpFormatter),
         "rmi": sub.add_parser("rmi", help="remove an image and the layers only it used"),
     }
     add_run_options(commands["run"])
@@ -80,6 +84,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     commands["import"].add_argument("archive")
     commands["import"].add_argument("--name", help="which image of a multi-image archive")
     commands["rmi"].add_argument("image", help="name or id")
+    image_commands = commands["image"].add_subparsers(dest="image_command", metavar="COMMAND")
+    image_commands.required = True
+    image_commands.add_parser(
+        "inspect", help="show images as JSON", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print a JSON array describing each IMAGE, as docker image inspect does.",
+        epilog="example:\n  isolate image inspect busybox localhost/deb:test 3f2a9c1b0d4e",
+    ).add_argument("names", nargs="+", metavar="IMAGE",
+                   help="name (busybox, deb:test, quay.io/org/app:1, app@sha256:...) or id (prefix)")
     return parser, commands
 
 

@@ -1,7 +1,12 @@
 """The records of an ImageStore's images: ``images/<config hex>.json``,
 one per image, holding its id (config digest), its names, its diff_ids
-bottom first and the whole config JSON.  A record is replaced atomically:
-readers see the old one or the new one."""
+bottom first, the whole config JSON, when it was imported ("imported",
+seconds since the epoch) and the bytes its layers hold ("size").  A record
+is replaced atomically: readers see the old one or the new one.
+
+Records written before isolate kept "imported" and "size" lack them: a
+record read gets the file's mtime as its "imported", and the store measures
+the size of one that has none."""
 from __future__ import annotations
 
 import contextlib
@@ -71,6 +76,7 @@ class Records:
         try:
             with open(path, "rb") as f:
                 record = json.load(f)
+                mtime = os.fstat(f.fileno()).st_mtime
         except FileNotFoundError:
             return None
         except (OSError, ValueError, RecursionError) as exc:
@@ -82,6 +88,15 @@ class Records:
                 and all(isinstance(n, str) for n in record["names"])
                 and isinstance(record.get("diff_ids"), list)
                 and all(isinstance(d, str) and DIGEST.fullmatch(d) for d in record["diff_ids"])
-                and isinstance(record.get("config"), dict)):
+                and isinstance(record.get("config"), dict)
+                and _number(record.get("imported", 0), (int, float))
+                and _number(record.get("size", 0), int)):
             raise ImageError(f"{path}: malformed image record")
+        record.setdefault("imported", mtime)
         return record
+
+
+def _number(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """Whether `value` is a `kind` at least 0 (JSON true is no number,
+    whatever Python thinks)."""
+    return isinstance(value, kind) and not isinstance(value, bool) and value >= 0

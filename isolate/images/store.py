@@ -11,8 +11,9 @@ Layout of a store's root directory::
                                    its uncompressed tar: a layer that several
                                    images share is stored once
     images/<config hex>.json       one record per image: its names, its id
-                                   (config digest), its diff_ids bottom first
-                                   and the whole config JSON
+                                   (config digest), its diff_ids bottom first,
+                                   the whole config JSON, when it was imported
+                                   and its layers' size
     tmp/import-XXXX/               one import in progress: "needs" (the diff_ids
                                    it will reference) and its layers being
                                    extracted; flocked by the importer
@@ -74,9 +75,12 @@ container is removed:
 """
 from __future__ import annotations
 
+import datetime
 import errno
 import os
 import re
+import stat
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -87,7 +91,8 @@ from isolate.images.archive import ArchiveImage, LayerBlob, check_platform, read
 from isolate.images.budget import DEFAULT_MAX_RATIO, DEFAULT_RATIO_FLOOR, ExpansionLimits, ImportBudget
 from isolate.images.leases import WorkDir, collect_layer, drop_lease, leased, locked, scan, write_lease
 from isolate.images.records import Record, Records
-from isolate.images.ref import canonical_name, is_reference, names_include
+from isolate.images.ref import (Reference, canonical_name, is_reference, matches, names_include,
+                                parse_reference)
 from isolate.images.user import home_dir, resolve_user
 from isolate.layers.apply import remove_tree
 from isolate.overlay import MAX_LOWERS, Overlay
@@ -113,6 +118,11 @@ class Image:
     config: the image config's "config" section (Env, Cmd, Entrypoint,
         WorkingDir, User...), as the image gives it.
     diff_ids: the layers' digests, bottom first.
+    created: the config's "created" time (RFC 3339, as the image gives
+        it), "" when it has none that parses.
+    imported: when the store got it (seconds since the epoch).
+    size: the bytes its layers hold (see ImageStore.images).
+    architecture, os: the platform the config names ("amd64", "linux").
     """
 
     id: str
@@ -120,6 +130,18 @@ class Image:
     layers: tuple[str, ...] = attrs.field(converter=tuple)
     config: dict[str, Any] = attrs.field(factory=dict, hash=False)
     diff_ids: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    created: str = ""
+    imported: float | None = None
+    size: int = 0
+    architecture: str = ""
+    os: str = ""
+
+    @property
+    def created_at(self) -> float | None:
+        """When the image was made (seconds since the epoch): its config's
+        `created`, else when it was imported, as podman falls back to the
+        time it stored an image; None when neither is known."""
+        return _rfc3339(self.created) if self.created else self.imported
 
     @property
     def env(self) -> dict[str, str]:
@@ -273,31 +295,32 @@ class ImageStore:
         return self._import(image, progress)
 
     def images(self) -> list[Image]:
-        """Every stored image, by id."""
+        """Every stored image, by id.  An image's `size` is what its layer
+        directories hold as docker counts it: the apparent size of every
+        file and symlink (directories count nothing, hard links once), each
+        distinct layer counted in full in every image that uses it."""
         return [self._image(record) for record in self._records.all()]
 
     def get(self, reference: str) -> Image:
-        """The image with this name ("busybox", "busybox:latest"), id
-        ("sha256:...") or unique id prefix (with or without "sha256:").
-        Raises ImageError if there is none, or the prefix is ambiguous."""
-        images = self.images()
-        for image in images:
-            if image.id == reference:
-                return image
-        if is_reference(reference):
-            wanted = canonical_name(reference)
-            for image in images:
-                if names_include(image.names, wanted):
-                    return image
-        prefix = reference.removeprefix("sha256:")
-        found = [image for image in images if re.fullmatch(r"[0-9a-f]+", prefix)
-                 and image.id.removeprefix("sha256:").startswith(prefix)]
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise ImageError(f"{self.root}: {reference!r} is ambiguous: it matches "
-                             f"{', '.join(image.id for image in found)}")
-        raise ImageError(f"{self.root}: no image {reference!r}")
+        """The image `reference` names, found as podman finds a local
+        image, in this order:
+
+        1. an id ("sha256:<64 hex>" or the 64 hex digits alone): only that;
+        2. a name, its tag "latest" unless it gives one or a digest
+           (isolate.images.ref.matches): with a registry
+           ("example.com/app:1") that name only; a short name ("deb:test",
+           "busybox") as ``localhost/deb:test`` or as Docker Hub's
+           ``docker.io/library/busybox:latest``;
+        3. a unique id prefix ("3f2a9c", "sha256:3f2a"), as docker images
+           shows ids;
+        4. a short name as the last component(s) of any stored name:
+           "tool:2" finds "quay.io/org/tool:2".
+
+        The first step that finds anything decides.  Raises ImageError if
+        none does, or if a step finds several images: podman would take the
+        first, isolate names them all and picks none.
+        """
+        return self._image(_find(self._records.all(), reference, self.root))
 
     def remove(self, image: Image | str) -> None:
         """Remove an image (or the image a reference names, as get() finds
@@ -354,13 +377,16 @@ class ImageStore:
         try:
             for blob in image.layers:
                 self._store_layer(blob, lease.path, meter, budget, added)
+            # Measured once here, where the lease keeps the layers, so that
+            # listing images walks no layer.
+            size = _disk_size(self._layer_path(d) for d in image.diff_ids)
             with locked(self._lock):
                 for diff_id in image.diff_ids:
                     if not os.path.isdir(self._layer_path(diff_id)):
                         # The lease forbids this: someone deleted it by hand.
                         raise ImageError(f"{self._layer_path(diff_id)}: layer {diff_id} vanished "
                                          f"while {image.source} was being imported")
-                record = self._save(image)
+                record = self._save(image, size)
         except BaseException:
             self._discard(added, lease.path)
             raise
@@ -394,13 +420,15 @@ class ImageStore:
             if os.path.lexists(dest):
                 remove_tree(dest)
 
-    def _save(self, image: ArchiveImage) -> Record:
+    def _save(self, image: ArchiveImage, size: int) -> Record:
         """Write the image's record (lock held), and take its names from
-        any other image: a name is one image's, as a tag is."""
+        any other image: a name is one image's, as a tag is.  An image
+        imported again keeps its first import time."""
         old = self._records.get(image.config_digest)
         names = list(image.names) + [n for n in (old or {}).get("names", []) if n not in image.names]
         record = {"id": image.config_digest, "names": names,
-                  "diff_ids": list(image.diff_ids), "config": image.config}
+                  "diff_ids": list(image.diff_ids), "config": image.config, "size": size,
+                  "imported": old["imported"] if old else time.time()}
         if record != old:
             self._records.write(record)
         for other in self._records.all():
@@ -444,13 +472,120 @@ class ImageStore:
     # --- records ----------------------------------------------------------------------
 
     def _image(self, record: Record) -> Image:
-        return Image(id=record["id"], names=record["names"],
-                     layers=[self._layer_path(d) for d in record["diff_ids"]],
-                     config=record["config"].get("config") or {},
-                     diff_ids=record["diff_ids"])
+        layers = [self._layer_path(d) for d in record["diff_ids"]]
+        config = record["config"]
+        created = config.get("created")
+        size = record.get("size")
+        return Image(id=record["id"], names=record["names"], layers=layers,
+                     config=config.get("config") or {}, diff_ids=record["diff_ids"],
+                     created=created if isinstance(created, str) and _rfc3339(created) is not None else "",
+                     imported=record["imported"],
+                     # A record written before isolate measured layers has no size.
+                     size=_disk_size(layers) if size is None else size,
+                     architecture=config.get("architecture") or "", os=config.get("os") or "")
 
     def _layer_path(self, diff_id: str) -> str:
         return os.path.join(self._layers, diff_id.removeprefix("sha256:"))
+
+
+def _find(records: list[Record], reference: str, where: str) -> Record:
+    """The record `reference` names (see ImageStore.get); ImageError, saying
+    `where`, when none or several do."""
+    hexdigits = reference.removeprefix("sha256:")
+    is_hex = re.fullmatch(r"[0-9a-f]+", hexdigits) is not None
+    # An id in full, or anything "sha256:", is an id: never a name, as podman has it.
+    by_id = reference.startswith("sha256:") or (is_hex and len(hexdigits) == 64)
+    if by_id and len(hexdigits) == 64:
+        for record in records:
+            if record["id"] == "sha256:" + hexdigits:
+                return record
+        raise ImageError(f"{where}: no image {reference!r}")
+    wanted = None if by_id or not is_reference(reference) else parse_reference(reference)
+    # Each step gives what of a record matches: names in full, or its id.
+    steps: list[Callable[[Record], list[str]]] = []
+    if wanted is not None:
+        steps.append(lambda record: _matching_names(record, wanted, loose=False))
+    if is_hex:
+        steps.append(lambda record: [record["id"]] if record["id"].startswith("sha256:" + hexdigits)
+                     else [])
+    if wanted is not None and wanted.short:
+        steps.append(lambda record: _matching_names(record, wanted, loose=True))
+    for step in steps:
+        found = [(record, shown) for record in records for shown in [step(record)] if shown]
+        if len(found) == 1:
+            return found[0][0]
+        if found:
+            listed = "; ".join(record["id"] if shown == [record["id"]]
+                               else f"{record['id'][:19]} ({', '.join(shown)})" for record, shown in found)
+            raise ImageError(f"{where}: {reference!r} is ambiguous: it matches {listed}; "
+                             "give its full name or its id")
+    raise ImageError(f"{where}: no image {reference!r}")
+
+
+def _matching_names(record: Record, wanted: Reference, *, loose: bool) -> list[str]:
+    """The names of `record` that `wanted` may mean (isolate.images.ref.matches),
+    in full: what an ambiguity error offers to type instead."""
+    found = []
+    for name in record["names"]:
+        # A record's names were checked when it was imported; a record
+        # edited by hand may hold others, which name nothing.
+        if is_reference(name):
+            stored = parse_reference(name)
+            if matches(wanted, stored, record["id"], loose=loose):
+                found.append(str(stored))
+    return list(dict.fromkeys(found))
+
+
+def _disk_size(layers: Iterable[str]) -> int:
+    """The bytes the layer directories `layers` hold, as docker measures a
+    layer: the apparent size of each file and symlink, a hard-linked file
+    once, directories nothing; a directory listed twice counts once."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    pending = list(dict.fromkeys(layers))
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            # Unreadable to its owner (a layer's mode-000 directory,
+            # rootless) or removed meanwhile: what it holds goes uncounted
+            # rather than fail a listing.
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                pending.append(entry.path)
+            elif (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?"
+                      r"(?:([Zz])|([+-])(\d\d):(\d\d))", re.ASCII)
+
+
+def _rfc3339(text: str) -> float | None:
+    """Seconds since the epoch for an RFC 3339 time ("2024-05-01T12:00:00.123456789Z",
+    as image configs write it); None for anything else."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
+    offset = datetime.timedelta(0)
+    if match.group(9):
+        offset = datetime.timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
+        offset = -offset if match.group(9) == "-" else offset
+    try:
+        when = datetime.datetime(year, month, day, hour, minute, second,
+                                 tzinfo=datetime.timezone(offset))
+    except ValueError:     # month 13, Feb 30, an offset of a day or more
+        return None
+    # Go writes nanoseconds, datetime keeps microseconds: the fraction goes apart.
+    return when.timestamp() + float("0." + (match.group(7) or "0"))
 
 
 def store_layer(path: str) -> tuple[str, str] | None:

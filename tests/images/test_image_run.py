@@ -145,7 +145,7 @@ def test_cli_run_image_archive_default_command_and_arguments(host_dir: Path):
     r = cli("--store", store, "run", "--image", "app:1", "--", "echo $GREETING; exit 3")
     assert (r.returncode, r.stdout) == (3, b"hello\n"), r.stderr
     r = cli("--store", store, "images")
-    assert r.returncode == 0 and b"app:1" in r.stdout
+    assert r.returncode == 0 and b"\napp          1         " in r.stdout    # REPOSITORY, TAG
     r = cli("--store", store, "rmi", "app:1")
     assert r.returncode == 0
     assert os.listdir(Path(store) / "layers" / "sha256") == []

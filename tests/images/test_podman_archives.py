@@ -66,8 +66,11 @@ def _podman(argv: list[str]) -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_podman_save_formats_import_and_run(podman_saved: dict[str, Path], host_dir: Path, fmt: str):
-    image = isolate.ImageStore(host_dir / "store").import_archive(podman_saved[fmt])
+    store = isolate.ImageStore(host_dir / "store")
+    image = store.import_archive(podman_saved[fmt])
     assert image.names == ("localhost/bb:1",)
+    assert store.get("bb:1") == image      # podman's short name for it
+    assert image.created and image.created_at <= image.imported   # podman import dates it
     assert (image.env["GREETING"], image.cwd) == ("hi", "/etc")
     r = isolate.run(image.command(), rootfs=image, capture_output=True, timeout=RUN_TIMEOUT)
     assert (r.returncode, r.stdout) == (0, b"hi\n/etc\npodman\n"), r.stderr
