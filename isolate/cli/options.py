@@ -113,7 +113,20 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         help="start it in the background (output in the state directory) and print its name")
     opt("--rm", action="store_true",
         help="remove the container (its record, log and cgroup) once it has exited")
+    _add_terminal_options(run)
     _add_command(run)
+
+
+def _add_terminal_options(parser: argparse.ArgumentParser) -> None:
+    """-t and -i, as docker's: -t alone shows the command's terminal, -it also types into it."""
+    opt = parser.add_argument
+    opt("-t", "--tty", action="store_true",
+        help="give the command a terminal of its own (a pty of the container) and relay its "
+             "output and window size to yours; with -i your keys go to it too")
+    opt("-i", "--interactive", action="store_true",
+        help="with -t, type into the command's terminal: your stdin, which must be a terminal, "
+             "is put in raw mode and relayed (Ctrl-C then reaches the command's foreground "
+             "job); without -t it changes nothing, the command always inherits your stdin")
 
 
 def _add_command(parser: argparse.ArgumentParser, nargs: str = argparse.REMAINDER) -> None:
@@ -131,6 +144,7 @@ def add_exec_options(exec_: argparse.ArgumentParser) -> None:
     opt("--cwd", metavar="DIR", help="working directory (default: the container's)")
     opt("--uid", type=int, metavar="N", help="user id (default: the container's)")
     opt("--gid", type=int, metavar="N", help="group id (default: the container's)")
+    _add_terminal_options(exec_)
     # Not REMAINDER: after the NAME positional it would swallow the options;
     # the command comes after "--" (see main.parse_args).
     _add_command(exec_, nargs="*")

@@ -5,7 +5,9 @@ N killed it; main turns that into the exit status.
 Signals that ask a command to stop or reload (SIGHUP, SIGINT, SIGQUIT, SIGTERM,
 SIGUSR1, SIGUSR2) are forwarded to the container, whose init passes them on to
 the workload: ``Ctrl-C`` and ``kill`` reach the workload although it runs in
-its own session.
+its own session.  So are they with ``-t``, whose terminal relay is
+isolate/cli/terminal.py (imported only then; its docstring says what -t
+and -i do, and why).
 
 Loaded only for these two subcommands; the library is imported inside the
 functions, since run and exec need different parts of it.
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from isolate.cli.images import find_image
 from isolate.cli.options import config_from_args
+from isolate.cli.output import error
 from isolate.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -27,6 +31,13 @@ if TYPE_CHECKING:
 
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                      signal.SIGUSR1, signal.SIGUSR2)
+
+#: docker's words, and its exit status 1, for -it when stdin is no terminal.
+NOT_A_TTY = "the input device is not a TTY"
+
+#: The TERM of a -t workload whose environment names none, as docker and
+#: podman set it (without one, programs that draw on the terminal refuse).
+DEFAULT_TERM = "xterm"
 
 
 class SignalForwarder:
@@ -66,8 +77,10 @@ class SignalForwarder:
 
 
 def run_container(command: list[str], config: Config, states: StateDir | None = None,
-                  name: str | None = None) -> int:
-    """Run the container to its end with inherited stdio; return its returncode.
+                  name: str | None = None, interactive: bool = False) -> int:
+    """Run the container to its end with inherited stdio, or with config.tty
+    its terminal joined to ours (and our stdin to it if `interactive`);
+    return its returncode.
 
     With a name, it is recorded in `states` while it runs (so it can be
     exec'd into), and its exit code once it ends."""
@@ -78,6 +91,9 @@ def run_container(command: list[str], config: Config, states: StateDir | None = 
             if name is not None:
                 from isolate.named.state import ContainerState
                 states.save(ContainerState.for_process(name, container.pid, container.args, config))
+            if config.tty:
+                from isolate.cli import terminal
+                terminal.attach(container.process, interactive)
             returncode = container.wait()
             if name is not None:
                 states.update(name, lambda record: record.stopped(returncode))
@@ -87,7 +103,15 @@ def run_container(command: list[str], config: Config, states: StateDir | None = 
 def cmd_run(args: argparse.Namespace) -> int:
     """``isolate run``: the workload's returncode (0 once started with -d)."""
     from isolate.config import Config
+    if args.detach and (args.tty or args.interactive):
+        raise ConfigError("--detach", "a detached container has no terminal and its stdin is "
+                                      "/dev/null: drop -t and -i, or -d")
+    if not typing_possible(args):
+        error(NOT_A_TTY)
+        return 1
     options = config_from_args(args)
+    if args.tty:
+        options["tty"] = True
     if args.image:
         if args.rootfs:
             raise ConfigError("--image", "give either --rootfs or --image")
@@ -95,6 +119,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         options["rootfs"] = image
         args.command = image.command(args.command or None)
     config = Config(**options)
+    if args.tty and "TERM" not in config.env:   # the image's or --env's wins
+        import attrs
+        config = attrs.evolve(config, env={**config.env, "TERM": DEFAULT_TERM})
     if args.detach:
         from isolate.named import containers as named
         from isolate.named.state import StateDir
@@ -106,20 +133,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.name:
         from isolate.named.state import StateDir
         states = StateDir(args.root)
-    return run_container(args.command, config, states, args.name)
+    return run_container(args.command, config, states, args.name, args.interactive)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
     """``isolate exec NAME -- CMD``: the command's returncode."""
     from isolate.named import containers as named
     from isolate.named.state import StateDir
+    if not typing_possible(args):
+        error(NOT_A_TTY)
+        return 1
     overrides: dict[str, Any] = {}
     for option, keyword in (("cwd", "cwd"), ("uid", "user"), ("gid", "group")):
         if getattr(args, option) is not None:
             overrides[keyword] = getattr(args, option)
+    if args.tty:
+        return exec_with_terminal(StateDir(args.root), args, overrides)
     result = named.exec_named(StateDir(args.root), args.name, args.command,
                               extra_env=dict(args.env), **overrides)
     return result.returncode
+
+
+def exec_with_terminal(states: StateDir, args: argparse.Namespace,
+                       overrides: dict[str, Any]) -> int:
+    """``isolate exec -t``: the command with a terminal of its own, joined to
+    ours until it ends, signals forwarded to it; its returncode."""
+    from isolate.cli import terminal
+    from isolate.named import containers as named
+    env = dict(args.env)
+    if "TERM" not in env and "TERM" not in states.load(args.name).config.get("env", {}):
+        env["TERM"] = DEFAULT_TERM   # as docker exec -t: unless the container has one
+    with SignalForwarder().installed() as forwarder:
+        process = named.exec_named(states, args.name, args.command, extra_env=env,
+                                   tty=True, wait=False, **overrides)
+        try:
+            forwarder.attach(process)
+            terminal.attach(process, args.interactive)
+            return process.wait()
+        finally:
+            process.kill()   # only when an error cut the relay short; else it has ended
+            process.wait()
+            process.close()
+
+
+def typing_possible(args: argparse.Namespace) -> bool:
+    """False for -it when stdin is no terminal: docker refuses that (-t alone is fine)."""
+    return not (args.tty and args.interactive) or os.isatty(0)
 
 
 #: The subcommands this module runs (main.handler() dispatches here).
