@@ -1,10 +1,11 @@
 """The ``isolate`` command line: ``isolate run [options] -- CMD [ARG...]``,
-named containers (exec, ps, kill, rm) and images (import, images, image
-inspect, rmi).
+named containers (exec, ps, kill, rm, wait, stop, start, restart, logs) and
+images (import, images, image inspect, rmi).
 
 This module parses the command line and hands it to the subcommand's
 module, imported only then: run.py (run, exec), containers.py (ps, kill,
-rm) or images.py (import, images, image inspect, rmi).  Building the parser loads just
+rm), lifecycle.py (wait, stop, start, restart, logs) or images.py (import,
+images, image inspect, rmi).  Building the parser loads just
 options.py and output.py besides, so that ``isolate --help`` and
 ``isolate ps`` do not load the image store (tarfile, hashlib), the seccomp
 compiler or the spawn path; tests/test_startup.py checks it.

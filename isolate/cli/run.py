@@ -77,13 +77,14 @@ class SignalForwarder:
 
 
 def run_container(command: list[str], config: Config, states: StateDir | None = None,
-                  name: str | None = None, interactive: bool = False) -> int:
+                  name: str | None = None, interactive: bool = False, remove: bool = False) -> int:
     """Run the container to its end with inherited stdio, or with config.tty
     its terminal joined to ours (and our stdin to it if `interactive`);
     return its returncode.
 
     With a name, it is recorded in `states` while it runs (so it can be
-    exec'd into), and its exit code once it ends."""
+    exec'd into), and its exit code once it ends; with `remove` (--rm), the
+    record is removed then instead."""
     from isolate.container import Container
     with SignalForwarder().installed() as forwarder:
         with Container(command, config=config) as container:
@@ -95,7 +96,11 @@ def run_container(command: list[str], config: Config, states: StateDir | None = 
                 from isolate.cli import terminal
                 terminal.attach(container.process, interactive)
             returncode = container.wait()
-            if name is not None:
+            if name is not None and remove:
+                from isolate.named.state import ContainerNotFound
+                with contextlib.suppress(ContainerNotFound):   # `rm -f` was quicker
+                    states.remove(name)
+            elif name is not None:
                 states.update(name, lambda record: record.stopped(returncode))
             return returncode
 
@@ -133,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.name:
         from isolate.named.state import StateDir
         states = StateDir(args.root)
-    return run_container(args.command, config, states, args.name, args.interactive)
+    return run_container(args.command, config, states, args.name, args.interactive, args.rm)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
