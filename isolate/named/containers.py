@@ -77,9 +77,11 @@ def _start(states: StateDir, name: str, args: Sequence[str], config: Config, *,
                 detached = attrs.evolve(config, die_with_parent=False)
                 container = Container(args, config=detached, stdin=DEVNULL, stdout=log, stderr=log,
                                       exit_fd=exit_fd)
+                # Before it starts, so that it cannot have finished before it started.
+                now = time.time()
                 process = container.start()
             try:
-                times = {} if created is None else {"created": created, "started": time.time()}
+                times = {"created": now} if created is None else {"created": created, "started": now}
                 record = ContainerState.for_process(name, process.pid, container.args,
                                                     container.config, detached=True,
                                                     auto_remove=auto_remove, **times)
