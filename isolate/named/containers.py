@@ -166,17 +166,19 @@ def stop_named(states: StateDir, name: str, timeout: float = STOP_TIMEOUT) -> Co
 
 def start_named(states: StateDir, name: str, auto_remove: bool | None = None) -> ContainerState:
     """Start the stopped container `name` again, detached: the same argv and
-    settings (StateDir.start_fields()), a new process, the same name and
+    settings (isolate.named.state.start_fields()), a new process, the same name and
     creation time; its log goes on.  `auto_remove` None keeps the record's.
     StateError if it is running."""
     record = states.load(name)
     if record.status() == RUNNING:
         raise StateError(f"container {name!r} is already running (pid {record.pid})")
     config = Config(**start_fields(record.config))
+    # The last run's cgroup (kept for rm), checked before anything starts.
+    old_cgroup = _cgroup_directories(record)
     remove = record.auto_remove if auto_remove is None else auto_remove
     started = _start(states, name, record.argv, config, auto_remove=remove, created=record.created)
-    # The last run's cgroup (kept for rm) and layer leases: the new run has its own.
-    _remove_cgroup(_cgroup_directories(record))
+    # The new run has a cgroup and layer leases of its own.
+    _remove_cgroup(old_cgroup)
     layer_leases.release(record.config)
     if remove:
         _start_remover(states, started)
@@ -251,10 +253,10 @@ _REMOVER_START = 30.0
 def _start_remover(states: StateDir, record: ContainerState) -> None:
     """Start the remover of a --rm container (isolate.named.remover): a
     process of its own that waits on a pidfd of PID 1, so it needs no
-    signal and never acts on a reused pid.  The pidfd is opened here, where
-    the record was just checked, and handed down; the remover's first
-    process starts the one that waits, in a new session, and exits at once,
-    so nothing of it stays our child."""
+    signal and never acts on a reused pid.  The pidfd is opened here, while
+    PID 1 is still our unreaped child (so its pid names no other process),
+    and handed down; the remover's first process starts the one that waits,
+    in a new session, and exits at once, so nothing of it stays our child."""
     pidfd = syscalls.pidfd_open(record.pid)
     try:
         subprocess.run([sys.executable, "-c", _REMOVER, _PACKAGE_PARENT, states.root, record.name,

@@ -551,7 +551,8 @@ _held = threading.local()
 
 
 class StateDir:
-    """The runtime directory holding one ``<name>.json`` record per container.
+    """The runtime directory holding one ``<name>.json`` record per container,
+    and a detached container's ``<name>.log`` and ``<name>.exit``.
 
     `root` defaults to default_root(); it is created mode 0700, and an
     existing one must be a directory of the caller's that group and others
@@ -634,9 +635,10 @@ class StateDir:
         temporary name.  save(record, exit_file=that name) puts it in
         place; discard() deletes it if the start fails.
 
-        A new file each start, never the old one truncated: a container of
-        the same name that lost the race for it (ContainerExists) keeps
-        writing to a file nobody reads."""
+        A new file each start, never the old one truncated: the last
+        container's line stays until the new record replaces it, and a
+        start that loses the race for the name (ContainerExists) never
+        touches the winner's file."""
         check_name(name)
         tmp = f".{name}.{os.urandom(8).hex()}{_EXIT}.tmp"
         return self._open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), tmp
