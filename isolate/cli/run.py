@@ -21,7 +21,8 @@ import signal
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from isolate.cli.images import find_image
-from isolate.cli.options import config_from_args
+from isolate.cli.options import (config_from_args, env_from_args, image_command, user_from_args,
+                                 workdir_from_args)
 from isolate.cli.output import error
 from isolate.errors import ConfigError
 
@@ -114,15 +115,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not typing_possible(args):
         error(NOT_A_TTY)
         return 1
-    options = config_from_args(args)
-    if args.tty:
-        options["tty"] = True
+    image = None
     if args.image:
         if args.rootfs:
             raise ConfigError("--image", "give either --rootfs or --image")
         image = find_image(args)
+    options = config_from_args(args, image)   # -u looks names up in the image
+    if args.tty:
+        options["tty"] = True
+    if image is not None:
         options["rootfs"] = image
-        args.command = image.command(args.command or None)
+        args.command = image_command(args, image)
     config = Config(**options)
     if args.tty and "TERM" not in config.env:   # the image's or --env's wins
         import attrs
@@ -148,24 +151,32 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not typing_possible(args):
         error(NOT_A_TTY)
         return 1
-    overrides: dict[str, Any] = {}
-    for option, keyword in (("cwd", "cwd"), ("uid", "user"), ("gid", "group")):
-        if getattr(args, option) is not None:
-            overrides[keyword] = getattr(args, option)
+    env = env_from_args(args)
+    states = StateDir(args.root)
+    overrides: dict[str, Any] = workdir_from_args(args)
+    if args.user is None:
+        overrides.update(user_from_args(args))
+    else:
+        # Names as the container sees them: its PID 1's root shows its
+        # /etc/passwd.  Should the pid be reused meanwhile, exec_named
+        # refuses it, whatever was read here.
+        record = named.running(states, args.name)
+        overrides.update(user_from_args(args, root=f"/proc/{record.pid}/root",
+                                        where=f"container {args.name!r}"))
     if args.tty:
-        return exec_with_terminal(StateDir(args.root), args, overrides)
-    result = named.exec_named(StateDir(args.root), args.name, args.command,
-                              extra_env=dict(args.env), **overrides)
+        return exec_with_terminal(states, args, overrides, env)
+    result = named.exec_named(states, args.name, args.command, extra_env=env, **overrides)
     return result.returncode
 
 
 def exec_with_terminal(states: StateDir, args: argparse.Namespace,
-                       overrides: dict[str, Any]) -> int:
+                       overrides: dict[str, Any], env: dict[str, str]) -> int:
     """``isolate exec -t``: the command with a terminal of its own, joined to
-    ours until it ends, signals forwarded to it; its returncode."""
+    ours until it ends, signals forwarded to it; its returncode.  `env`: the
+    variables -e and --env-file set."""
     from isolate.cli import terminal
     from isolate.named import containers as named
-    env = dict(args.env)
+    env = dict(env)
     if "TERM" not in env and "TERM" not in states.load(args.name).config.get("env", {}):
         env["TERM"] = DEFAULT_TERM   # as docker exec -t: unless the container has one
     with SignalForwarder().installed() as forwarder:

@@ -231,7 +231,7 @@ def test_share_keeps_host_namespace(ns: str) -> None:
     ["--bogus", "--", "true"],
     ["--"],
     [],
-    ["--env", "NOEQUALS", "--", "true"],
+    ["--env", "=NONAME", "--", "true"],   # --env KEY alone passes the caller's on, as docker's -e
     ["--share", "nonsense", "--", "true"],
     ["--bind", ":/mnt", "--", "true"],
     ["--uid", "abc", "--", "true"],
