@@ -8,6 +8,7 @@ child, which must exit (as `isolate run -d` does) for it to be reaped.
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import shutil
@@ -84,9 +85,17 @@ def test_anything_else_is_refused(line: bytes) -> None:
 
 # --- Container(exit_fd=) -------------------------------------------------------
 
-def test_pid1_writes_the_exit_and_the_workload_never_holds_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("above", [False, True], ids=["low-fd", "fd-above-the-report-pipe"])
+def test_pid1_writes_the_exit_and_the_workload_never_holds_the_file(tmp_path: Path,
+                                                                     above: bool) -> None:
+    """pid1 keeps the exit file (below or above its report pipe) and the
+    workload never sees it."""
     path = tmp_path / f"{marker()}.exit"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    if above:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 200)
+        os.close(fd)
+        fd = high
     try:
         with isolate.Container(["sh", "-c", "ls -l /proc/self/fd/; exit 3"], stdout=isolate.PIPE,
                                exit_fd=fd) as c:
