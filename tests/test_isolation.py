@@ -419,6 +419,24 @@ def test_custom_rootfs_read_only_by_default(host_dir: Path):
     assert r.returncode == 0 and (root / "etc" / "new").read_text() == "x\n"
 
 
+def test_mounts_on_new_targets_in_a_read_only_rootfs(host_dir: Path):
+    """Mount targets missing from a read-only rootfs are made before it turns
+    read-only, nested ones after the mount they are in; the root stays
+    read-only."""
+    root = make_rootfs(host_dir)
+    data = host_dir / "data"
+    data.mkdir()
+    (data / "f").write_text("bound\n")
+    mounts = [isolate.Bind("/usr", "/usr"), isolate.Bind(str(data), "/new/data"),
+              isolate.Bind(str(data / "f"), "/new/file"), isolate.Tmpfs("/scratch"),
+              isolate.Tmpfs("/scratch/inner")]
+    r = isolate.run(["sh", "-c", "cat /new/data/f /new/file; touch /scratch/inner/x && echo ok; "
+                                 "touch /etc/new 2>/dev/null || echo read-only"],
+                    rootfs=str(root), mounts=mounts, capture_output=True, timeout=RUN_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert lines(r) == ["bound", "bound", "ok", "read-only"]
+
+
 def root_device() -> str:
     """major:minor of the host's root filesystem."""
     for ln in host_mountinfo():

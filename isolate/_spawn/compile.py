@@ -306,10 +306,12 @@ def _check_executable(config: Config, name: str, paths: list[str], covered: list
 
 
 def _check_mount_targets(config: Config, covered: list[str]) -> None:
-    """A mount target in a read-only root must exist, or mkdir would fail."""
+    """A mount target in the host's root must exist: that root is never
+    written.  (In a rootfs of the caller's, the child creates missing
+    targets before the root turns read-only, as runc does.)"""
     root = _host_root(config)
-    if not config.rootfs_readonly or root is None:
-        return   # writable, or layered: the child creates missing targets
+    if not config.rootfs_readonly or root is None or config.rootfs is not None:
+        return
     for index, mount in enumerate(config.mounts):
         parent_covered = within_any(mount.target, [t for t in covered if t != mount.target])
         if parent_covered:

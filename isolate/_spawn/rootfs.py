@@ -247,12 +247,21 @@ def scratch_dir(overlay: Overlay) -> str:
 
 def _make_mountpoints(plan: Plan, config: Config) -> None:
     """Create missing mount points in a user rootfs (as runc does); in an
-    overlay they go to the upper layer (EEXIST is fine)."""
+    overlay they go to the upper layer (EEXIST is fine).  The targets of the
+    extra mounts too, but those under a mount made later: the root turns
+    read-only next, and a read-only root still takes new mounts, not new
+    directories."""
     if config.rootfs is None:
         return
     for target in ("/proc", "/sys", "/dev", "/tmp"):
         if isinstance(config.rootfs, Overlay) or not os.path.isdir(config.rootfs + target):
             _mkdir(plan, target, 0o755)
+    covered = ["/proc", "/sys", "/dev", "/tmp"]
+    for mount in config.mounts:
+        if not within_any(mount.target, covered):
+            _add_parents(plan, mount.target)
+            _add_target(plan, mount)
+        covered.append(mount.target)
 
 
 def _add_masks(plan: Plan, config: Config) -> None:
@@ -326,17 +335,21 @@ def _open_bind_sources(plan: Plan, mounts: tuple[Bind | Tmpfs, ...]) -> dict[int
 
 def _add_mount(plan: Plan, mount: Bind | Tmpfs, slot: int | None) -> None:
     _add_parents(plan, mount.target)
+    _add_target(plan, mount)
     if isinstance(mount, Tmpfs):
-        _mkdir(plan, mount.target, 0o755)
         data = f"mode={mount.mode:o}" + (f",size={mount.size}" if mount.size else "")
         _mount(plan, "tmpfs", mount.target, "tmpfs", NOSUID_NODEV, data)
         return
-    if mount.is_dir:
+    plan.add(lib.ISO_OP_MOVE_MOUNT, f"bind {mount.source!r} on {mount.target!r}",
+             b=inside(mount.target), num=slot)
+
+
+def _add_target(plan: Plan, mount: Bind | Tmpfs) -> None:
+    """The directory (or, for a bind of a file, the file) a mount goes on."""
+    if isinstance(mount, Tmpfs) or mount.is_dir:
         _mkdir(plan, mount.target, 0o755)
     else:
         plan.add(lib.ISO_OP_MKFILE, f"create {mount.target!r}", b=inside(mount.target), num=0o644)
-    plan.add(lib.ISO_OP_MOVE_MOUNT, f"bind {mount.source!r} on {mount.target!r}",
-             b=inside(mount.target), num=slot)
 
 
 def _add_parents(plan: Plan, target: str) -> None:
