@@ -141,6 +141,12 @@ int main(int argc, char **argv)
     /* Before anything else: nobody in the container may open our
      * /proc/1/mem, /proc/1/fd or /proc/1/exe, or ptrace us. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* A session of our own, out of the caller's process group: a Ctrl-C on
+     * the caller's terminal would otherwise reach us and be forwarded, on
+     * top of what the caller does about it (the CLI forwards it itself),
+     * and new_session would not keep the workload out of the caller's
+     * terminal signals. */
+    setsid();
     if (join_cgroups(argc, argv) < 0) {
         struct iso_report rec = { ISO_REPORT_ERROR, ISO_STEP_CGROUP, errno, 0 };
         while (write(report_fd, &rec, sizeof rec) < 0 && errno == EINTR)

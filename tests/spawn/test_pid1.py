@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from contextlib import contextmanager
 from typing import Iterator
@@ -9,7 +10,8 @@ from typing import Iterator
 import pytest
 
 import isolate
-from conftest import PYTHON, RUN_TIMEOUT, pids_with_cmdline, unique_sleep_arg, wait_until
+from conftest import (PYTHON, RUN_TIMEOUT, pids_with_cmdline, run_in_fork, unique_sleep_arg, unwrap,
+                      wait_until)
 
 #: Python workload: orphan N grandchildren that exit at once, then wait until
 #: no other process is left in the container (bounded), print the zombie count
@@ -153,3 +155,44 @@ def test_workload_status_not_init_status():
     assert r.returncode == 77
     r = isolate.run(["sh", "-c", "exit 77"], init=False, timeout=RUN_TIMEOUT)
     assert r.returncode == 77
+
+
+#: Counts SIGINTs until SIGTERM, then prints the count (with os.write: the
+#: handler may run while print("ready") is still flushing).
+COUNT_SIGINT = r"""
+import os, signal, sys, time
+count = 0
+def on_int(*_):
+    global count
+    count += 1
+def on_term(*_):
+    os.write(1, b"%d\n" % count)
+    os._exit(0)
+signal.signal(signal.SIGINT, on_int)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+for _ in range(1200):
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("new_session, expected", [(True, b"0\n"), (False, b"1\n")])
+def test_terminal_signals_to_the_callers_group_reach_the_workload_at_most_once(new_session,
+                                                                               expected):
+    """A Ctrl-C on the caller's terminal goes to the caller's process group.
+    The init is never in it (it would forward the signal on top); the
+    workload is only with new_session=False, and then gets it once."""
+    def caller():
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # the caller survives its Ctrl-C
+        with isolate.Container([PYTHON, "-c", COUNT_SIGINT], stdout=isolate.PIPE,
+                               new_session=new_session) as c:
+            assert c.process.stdout.readline() == b"ready\n"
+            os.killpg(0, signal.SIGINT)
+            # Through the init after it: the init takes its pending signals
+            # lowest first, so a SIGINT it had would reach the workload first.
+            c.process.terminate()
+            out = c.process.stdout.read()
+            c.wait(timeout=RUN_TIMEOUT)
+        return out
+    assert unwrap(run_in_fork(caller)) == expected
