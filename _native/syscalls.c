@@ -20,3 +20,10 @@ int iso_mount_setattr(int dirfd, const char *path, unsigned int flags,
     struct mount_attr attr = { .attr_set = attr_set, .attr_clr = attr_clr };
     return (int)syscall(SYS_mount_setattr, dirfd, path, flags, &attr, sizeof attr);
 }
+
+int iso_openat2(int dirfd, const char *path, unsigned long long flags,
+                unsigned long long mode, unsigned long long resolve)
+{
+    struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}

@@ -7,8 +7,10 @@ that acts on the calling process itself, and the tests.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
+from collections.abc import Callable
 
 from isolate._native import ffi, lib
 
@@ -36,6 +38,10 @@ MOUNT_ATTR_RDONLY = lib.MOUNT_ATTR_RDONLY
 MOUNT_ATTR_NOSUID = lib.MOUNT_ATTR_NOSUID
 MOUNT_ATTR_NODEV = lib.MOUNT_ATTR_NODEV
 MOUNT_ATTR_NOEXEC = lib.MOUNT_ATTR_NOEXEC
+
+RESOLVE_NO_MAGICLINKS = lib.RESOLVE_NO_MAGICLINKS
+RESOLVE_NO_SYMLINKS = lib.RESOLVE_NO_SYMLINKS
+RESOLVE_IN_ROOT = lib.RESOLVE_IN_ROOT
 
 
 def _check(rc: int, call: str, path: str | None = None, path2: str | None = None) -> None:
@@ -82,6 +88,40 @@ def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool =
     flags = lib.AT_RECURSIVE if recursive else 0
     _check(lib.iso_mount_setattr(lib.AT_FDCWD, _c(path), flags, attr_set, attr_clr),
            "mount_setattr", path)
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """openat2(2): open `path` relative to `dirfd` under the RESOLVE_* rules
+    `resolve` (RESOLVE_IN_ROOT: as if `dirfd` were "/", so neither ".." nor
+    a symlink leads out of it); returns a close-on-exec descriptor.
+
+    EAGAIN means a rename elsewhere raced the lookup (RESOLVE_IN_ROOT
+    refuses to guess): the caller may try again."""
+    fd = lib.iso_openat2(dirfd, _c(path), flags | os.O_CLOEXEC, mode, resolve)
+    _check(fd, "openat2", path)
+    return fd
+
+
+def setfsuid(uid: int) -> int:
+    """setfsuid(2): the calling thread's filesystem uid (the owner of what it
+    creates, the uid permissions are checked against); returns the previous
+    one.  The kernel reports no error, so the result is checked by asking
+    again: OSError(EPERM) if it was refused."""
+    return _set_fs_id(lib.setfsuid, uid, "setfsuid")
+
+
+def setfsgid(gid: int) -> int:
+    """setfsgid(2), as setfsuid() for the filesystem gid."""
+    return _set_fs_id(lib.setfsgid, gid, "setfsgid")
+
+
+def _set_fs_id(call: Callable[[int], int], wanted: int, name: str) -> int:
+    """Set a filesystem id with `call` (setfsuid or setfsgid); the previous one."""
+    previous = call(wanted)
+    # An id of -1 changes nothing and returns the current one.
+    if call(0xFFFFFFFF) != wanted:
+        raise OSError(errno.EPERM, f"{name}({wanted}): {os.strerror(errno.EPERM)}")
+    return previous
 
 
 def sethostname(name: str) -> None:

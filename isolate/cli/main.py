@@ -5,7 +5,10 @@ images (import, images, image inspect, rmi).
 This module parses the command line and hands it to the subcommand's
 module, imported only then: run.py (run, exec), containers.py (ps, kill,
 rm), lifecycle.py (wait, stop, start, restart, logs) or images.py (import,
-images, image inspect, rmi).  Building the parser loads just
+images, image inspect, rmi); the inspection and transfer verbs go by
+INSPECTION_COMMANDS (inspect.py: inspect, top; stats.py; pause.py: pause,
+unpause; transfer.py: cp, commit; system.py: info, version, --version).
+Building the parser loads just
 options.py and output.py besides, so that ``isolate --help`` and
 ``isolate ps`` do not load the image store (tarfile, hashlib), the seccomp
 compiler or the spawn path; tests/test_startup.py checks it.
@@ -52,6 +55,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser.add_argument("--store", metavar="DIR",
                         help="image store (default: /var/lib/isolate for root, "
                              "$XDG_DATA_HOME/isolate or ~/.local/share/isolate otherwise)")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print the versions of isolate, Python and the kernel, and exit")
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     commands = {
@@ -76,6 +81,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     commands["ps"].add_argument("-a", "--all", action="store_true",
                                 help="list stopped containers too (default: running ones only)")
     _add_lifecycle_commands(sub, commands)
+    _add_inspection_commands(sub, commands)
     commands["kill"].add_argument("name")
     commands["kill"].add_argument("-s", "--signal", default="KILL", type=_signal,
                                   help="signal name or number (default: KILL)")
@@ -140,6 +146,85 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction,
                       help="only the last N lines (default: all)")
     logs.add_argument("-t", "--timestamps", action="store_true",
                       help="refused: the log has no time per line (isolate/named/logs.py says why)")
+
+
+def _add_inspection_commands(sub: argparse._SubParsersAction,
+                             commands: dict[str, argparse.ArgumentParser]) -> None:
+    """inspect, stats, top, pause, unpause, cp, commit, info and version
+    (the modules of INSPECTION_COMMANDS run them)."""
+    def add(name: str, summary: str, description: str, example: str) -> argparse.ArgumentParser:
+        # Raw, for the example's own line: so the description is wrapped here.
+        commands[name] = sub.add_parser(name, help=summary, description=textwrap.fill(description),
+                                        epilog=f"example:\n  {example}",
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
+        return commands[name]
+
+    add("inspect", "show named containers as JSON",
+        "Print a JSON array describing each container, as docker inspect does: its command, "
+        "state, config, limits, mounts and image.", "isolate inspect web worker",
+        ).add_argument("names", nargs="+", metavar="NAME", help="a named container")
+    stats = add("stats", "show named containers' CPU, memory, I/O and processes",
+                "A table of what each container uses, from its cgroup, refreshed every second "
+                "until Ctrl-C (redrawn in place on a terminal, one table per refresh on a "
+                "pipe).  Containers started without limits have no cgroup: their figures "
+                "show as --.", "isolate stats --no-stream web")
+    stats.add_argument("names", nargs="*", metavar="NAME",
+                       help="containers to show (default: every running one)")
+    stats.add_argument("--no-stream", action="store_true",
+                       help="print one table and exit")
+    stats.add_argument("-a", "--all", action="store_true",
+                       help="without NAME, stopped containers too")
+    add("top", "list the processes of a named container",
+        "List the container's processes: pid inside it and on the host, parent, user (as the "
+        "container names it), CPU time and command.", "isolate top web",
+        ).add_argument("name", metavar="NAME", help="a running named container")
+    for verb, what in (("pause", "freeze every process of"), ("unpause", "thaw")):
+        add(verb, f"{what} named containers" if verb == "pause" else "resume paused containers",
+            f"{what.capitalize()} each container with the cgroup freezer (it needs a cgroup: "
+            f"start it with a limit such as --memory).  Prints each name.",
+            f"isolate {verb} web",
+            ).add_argument("names", nargs="+", metavar="NAME", help="a running named container")
+    cp = add("cp", "copy files between a named container and the host",
+             "Copy SRC to DST, one of them NAME:PATH, a path inside a running container "
+             "(resolved inside its root: '..' and symlinks never lead out of it).  Directories "
+             "are copied whole; DIR/. copies what DIR holds.", "isolate cp web:/etc/hosts ./hosts")
+    cp.add_argument("src", metavar="SRC", help="NAME:PATH or a host path")
+    cp.add_argument("dst", metavar="DST", help="NAME:PATH or a host path")
+    cp.add_argument("-L", "--follow-link", action="store_true",
+                    help="follow a symlink given as SRC (inside the container: within it)")
+    commit = add("commit", "make an image of a named container's changes",
+                 "Store a new image: the container's image plus a layer of what it changed, "
+                 "with its environment, command and working directory as the image's "
+                 "defaults.  Prints the image's id.", "isolate commit web web:v2")
+    commit.add_argument("name", metavar="NAME", help="a container started with --image")
+    commit.add_argument("image", metavar="IMAGE",
+                        help="the new image's name (a short name is localhost/NAME)")
+    commit.add_argument("--no-pause", dest="pause", action="store_false",
+                        help="do not freeze the container while its changes are read")
+    add("info", "show what this host offers isolate",
+        "Print the kernel, cgroup version and controllers, whether isolate runs rootless, "
+        "where images and container records are kept, and what is available: user "
+        "namespaces, seccomp (libseccomp), pasta and slirp4netns.", "isolate info")
+    add("version", "show the versions of isolate, Python and the kernel",
+        "Print the versions of isolate, Python and the kernel.", "isolate version")
+
+
+class _Version(argparse.Action):
+    """--version: print the versions (isolate/cli/system.py) and exit 0."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from isolate.cli.system import version_line
+        print(version_line())
+        parser.exit()
+
+
+#: Subcommands and the modules that run them, each imported only when one of its commands runs.
+INSPECTION_COMMANDS = {"inspect": "isolate.cli.inspect", "top": "isolate.cli.inspect",
+                       "stats": "isolate.cli.stats", "pause": "isolate.cli.pause",
+                       "unpause": "isolate.cli.pause", "cp": "isolate.cli.transfer",
+                       "commit": "isolate.cli.transfer", "info": "isolate.cli.system",
+                       "version": "isolate.cli.system"}
 
 
 def _seconds(value: str) -> float:
@@ -212,6 +297,9 @@ def handler(name: str) -> Callable[[argparse.Namespace], int]:
         from isolate.cli.containers import COMMANDS
     elif name in ("wait", "stop", "start", "restart", "logs"):
         from isolate.cli.lifecycle import COMMANDS
+    elif name in INSPECTION_COMMANDS:
+        import importlib
+        COMMANDS = importlib.import_module(INSPECTION_COMMANDS[name]).COMMANDS
     else:
         from isolate.cli.images import COMMANDS
     return COMMANDS[name]
