@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
-from isolate.cli.output import error, note, printable
+from isolate.cli.output import error, note, print_table, printable
 from isolate.cli.progress import ProgressBar
 from isolate.errors import ImageError
 
@@ -99,7 +99,7 @@ def cmd_images(args: argparse.Namespace) -> int:
         for repository, tag in shown or [("<none>", "<none>")]:
             rows.append((printable(repository), printable(tag), image.id.removeprefix("sha256:")[:12],
                          ago(image.created_at, now), human_size(image.size), str(len(image.layers))))
-    _print_table(rows)
+    print_table(rows)
     return 0
 
 
@@ -166,14 +166,6 @@ def _references(names: Sequence[str]) -> list[Reference]:
     lookups ignore too."""
     from isolate.images.ref import is_reference, parse_reference
     return [parse_reference(name) for name in names if is_reference(name)]
-
-
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    """`rows` in columns as docker lays them out (Go's tabwriter with
-    minimum width 10 and padding 3), the first row the header."""
-    widths = [max(10, max(len(cell) for cell in column) + 3) for column in zip(*rows)]
-    for row in rows:
-        print("".join(cell.ljust(width) for cell, width in zip(row[:-1], widths)) + row[-1])
 
 
 def ago(when: float | None, now: float) -> str:

@@ -12,7 +12,8 @@ import argparse
 from typing import Any, Callable
 
 # The image commands' docker-style JSON and table layout, shared by every listing.
-from isolate.cli.images import _print_table as print_table, json_text
+from isolate.cli.images import json_text
+from isolate.cli.output import print_table
 from isolate.cli.output import error, printable
 from isolate.errors import IsolateError
 from isolate.named.state import StateDir

@@ -23,7 +23,7 @@ from isolate.named.state import ContainerState, StateDir
 EXIT_FAILED = 125
 
 
-def _each(names: list[str], act: Callable[[str], str | None]) -> int:
+def each_name(names: list[str], act: Callable[[str], str | None]) -> int:
     """Run `act` on every name; print what it returns; 125 if any failed."""
     failed = False
     for name in names:
@@ -48,7 +48,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
         if record.exit_status is None:
             raise IsolateError(_unknown_exit(record))
         return str(record.exit_status)
-    return _each(args.names, wait)
+    return each_name(args.names, wait)
 
 
 def _unknown_exit(record: ContainerState) -> str:
@@ -68,7 +68,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     def stop(name: str) -> str:
         named.stop_named(states, name, args.time)
         return name
-    return _each(args.names, stop)
+    return each_name(args.names, stop)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -79,7 +79,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     def start(name: str) -> str:
         named.start_named(states, name)
         return name
-    return _each(args.names, start)
+    return each_name(args.names, start)
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
@@ -90,7 +90,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
     def restart(name: str) -> str:
         named.restart_named(states, name, args.time)
         return name
-    return _each(args.names, restart)
+    return each_name(args.names, restart)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

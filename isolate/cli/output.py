@@ -4,6 +4,7 @@ notes and errors on stderr."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 PROG = "isolate"
 
@@ -38,3 +39,11 @@ def note(message: object) -> None:
 def error(message: object) -> None:
     """Print a one-line error on stderr (whitespace runs become one space)."""
     note(" ".join(str(message).split()))
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """`rows` in columns as docker lays them out (Go's tabwriter with
+    minimum width 10 and padding 3), the first row the header."""
+    widths = [max(10, max(len(cell) for cell in column) + 3) for column in zip(*rows)]
+    for row in rows:
+        print("".join(cell.ljust(width) for cell, width in zip(row[:-1], widths)) + row[-1])

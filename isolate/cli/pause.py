@@ -8,7 +8,7 @@ import argparse
 from typing import Callable
 
 # How the lifecycle verbs (stop, start...) go through their names.
-from isolate.cli.lifecycle import _each as each_name
+from isolate.cli.lifecycle import each_name
 from isolate.named.state import StateDir
 
 

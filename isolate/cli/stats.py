@@ -17,7 +17,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Callable
 
-from isolate.cli.images import _print_table as print_table, human_size
+from isolate.cli.images import human_size
+from isolate.cli.output import print_table
 from isolate.cli.output import note, printable
 from isolate.errors import ConfigError
 from isolate.named.state import RUNNING, ContainerNotFound, StateDir

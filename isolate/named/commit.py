@@ -40,7 +40,7 @@ from isolate.images.archive import host_architecture
 from isolate.images.ref import parse_reference
 from isolate.images.store import Image, ImageStore
 from isolate.named import changes, inside, rootfs
-from isolate.named.containers import _cgroup_directories
+from isolate.named.containers import cgroup_directories
 from isolate.named.state import RUNNING, ContainerState, StateDir, StateError
 from isolate.overlay import Overlay
 
@@ -96,7 +96,7 @@ def local_name(reference: str) -> str:
 def _paused(record: ContainerState, pause: bool) -> Iterator[None]:
     """Freeze the running container's cgroup for the block, unless it has
     none, is not running, or is paused already (it stays so)."""
-    directories = _cgroup_directories(record)
+    directories = cgroup_directories(record)
     if not (pause and directories and record.status() == RUNNING
             and not interface.frozen(directories)):
         yield

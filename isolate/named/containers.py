@@ -118,7 +118,7 @@ def exec_named(states: StateDir, name: str, args: Sequence[str],
         fields = exec_fields(record.config)
         fields["env"] = {**fields["env"], **(extra_env or {})}
         return exec_in(record.pid, Config(**fields), args, pidfd=pidfd,
-                       cgroups=_cgroup_directories(record), **kwargs)
+                       cgroups=cgroup_directories(record), **kwargs)
 
 
 def kill_named(states: StateDir, name: str, sig: int = signal.SIGKILL) -> None:
@@ -174,7 +174,7 @@ def start_named(states: StateDir, name: str, auto_remove: bool | None = None) ->
         raise StateError(f"container {name!r} is already running (pid {record.pid})")
     config = Config(**start_fields(record.config))
     # The last run's cgroup (kept for rm), checked before anything starts.
-    old_cgroup = _cgroup_directories(record)
+    old_cgroup = cgroup_directories(record)
     remove = record.auto_remove if auto_remove is None else auto_remove
     started = _start(states, name, record.argv, config, auto_remove=remove, created=record.created)
     # The new run has a cgroup and layer leases of its own.
@@ -220,7 +220,7 @@ def remove_named(states: StateDir, name: str, force: bool = False) -> None:
     record = states.load(name)
     if force and record.status() == RUNNING:
         kill_named(states, name)
-    directories = _cgroup_directories(record)
+    directories = cgroup_directories(record)
     states.remove(name, force=force)
     _remove_cgroup(directories)
     layer_leases.release(record.config)
@@ -284,7 +284,7 @@ def _check_free(states: StateDir, name: str) -> None:
         raise StateError(f"a container named {name!r} is already running")
 
 
-def _cgroup_directories(record: ContainerState) -> list[str]:
+def cgroup_directories(record: ContainerState) -> list[str]:
     """The cgroup directories of a record, checked to be isolate's own: each
     an `isolate-PID-N` directory below /sys/fs/cgroup, so a record can never
     make exec or rm act on another cgroup (the host's, a service's)."""

@@ -11,7 +11,7 @@ processes live), and is shown as paused (inspect's State.Paused).
 from __future__ import annotations
 
 from isolate.cgroups import interface
-from isolate.named.containers import _cgroup_directories, running
+from isolate.named.containers import cgroup_directories, running
 from isolate.named.state import ContainerState, StateDir, StateError
 
 __all__ = ["NO_CGROUP", "is_paused", "pause_named", "unpause_named"]
@@ -41,13 +41,13 @@ def unpause_named(states: StateDir, name: str) -> None:
 
 def is_paused(record: ContainerState) -> bool:
     """Whether the container of `record` has a cgroup, and it is frozen."""
-    directories = _cgroup_directories(record)
+    directories = cgroup_directories(record)
     return bool(directories) and interface.frozen(directories)
 
 
 def _directories(record: ContainerState, verb: str) -> list[str]:
     """The record's cgroup directories; StateError saying why there are none."""
-    directories = _cgroup_directories(record)
+    directories = cgroup_directories(record)
     if not directories:
         raise StateError(f"cannot {verb} container {record.name!r}: {NO_CGROUP}")
     return directories

@@ -28,7 +28,7 @@ from isolate.cgroups import interface
 from isolate.cgroups.limits import CgroupLimit
 from isolate.config import DEFAULT_HOSTNAME
 from isolate.named import exits, rootfs
-from isolate.named.containers import _cgroup_directories
+from isolate.named.containers import cgroup_directories
 from isolate.named.freezer import is_paused
 from isolate.named.state import RUNNING, ContainerState, StateDir
 
@@ -80,7 +80,7 @@ def rfc3339(when: float | None) -> str:
 
 
 def _state(record: ContainerState, running: bool) -> dict[str, Any]:
-    directories = _cgroup_directories(record)
+    directories = cgroup_directories(record)
     paused = running and is_paused(record)
     status = "paused" if paused else "running" if running else "exited"
     return {
@@ -140,7 +140,7 @@ def _host_config(record: ContainerState, running: bool) -> dict[str, Any]:
         "IoWeight": limits.get("io_weight") or 0,
         "IoMax": limits.get("io_max") or {},
         "CgroupParent": saved.get("cgroup_parent") or "",
-        "Cgroups": _cgroup_directories(record),
+        "Cgroups": cgroup_directories(record),
         "Capabilities": list(saved.get("capabilities", [])),
         "Seccomp": seccomp_kind,
         "SecurityOpt": security,

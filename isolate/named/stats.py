@@ -23,7 +23,7 @@ from isolate.cgroups import files, interface
 from isolate.cgroups.stats import Stats
 from isolate.cgroups.v1 import CgroupV1
 from isolate.cgroups.v2 import CgroupV2
-from isolate.named.containers import _cgroup_directories
+from isolate.named.containers import cgroup_directories
 from isolate.named.state import RUNNING, StateDir
 
 __all__ = ["Sample", "cpu_percent", "host_memory", "sample"]
@@ -58,7 +58,7 @@ def sample(states: StateDir, name: str) -> Sample:
     """A reading of the cgroup of the container `name` now."""
     record = states.load(name)
     running = record.status() == RUNNING
-    directories = _cgroup_directories(record)
+    directories = cgroup_directories(record)
     limit = (record.config.get("limits") or {}).get("memory") or host_memory()
     if not directories:
         return Sample(name, running, None, None, limit, time.monotonic_ns())

@@ -58,7 +58,7 @@ def states(tmp_path: Path):
     for record in states.list():
         # A frozen cgroup v1 task dies of SIGKILL only once thawed.
         if freezer.is_paused(record):
-            interface.from_directories(named._cgroup_directories(record)).thaw()
+            interface.from_directories(named.cgroup_directories(record)).thaw()
         named.remove_named(states, record.name, force=True)
 
 
@@ -188,7 +188,7 @@ def test_pause_freezes_the_container_and_unpause_thaws_it(states, image) -> None
     _, app = image
     start(states, "busy", ["sh", "-c", "while :; do :; done"], rootfs=app,
           limits=isolate.CgroupLimit(cpu=0.2))
-    directories = named._cgroup_directories(states.load("busy"))
+    directories = named.cgroup_directories(states.load("busy"))
     freezer.pause_named(states, "busy")
     assert interface.frozen(directories) and freezer.is_paused(states.load("busy"))
     assert inspect.inspect(states, "busy")["State"]["Status"] == "paused"
