@@ -5,9 +5,9 @@ while the container is being built raises SpawnError naming that step.
 """
 from __future__ import annotations
 
+import _thread
 import errno as _errno
 import os
-import subprocess
 
 
 class IsolateError(Exception):
@@ -58,14 +58,6 @@ class SpawnTimeout(SpawnError, TimeoutError):
     start() expired; it was killed."""
 
 
-class TimeoutExpired(IsolateError, subprocess.TimeoutExpired):
-    """The container outlived its timeout and was killed."""
-
-
-class CalledProcessError(IsolateError, subprocess.CalledProcessError):
-    """run(check=True) saw a non-zero return code."""
-
-
 class NamespaceError(IsolateError, OSError):
     """A namespace could not be opened, joined, created or pinned."""
 
@@ -87,3 +79,33 @@ class LayerError(IsolateError, ValueError):
 class ImageError(IsolateError, ValueError):
     """An image archive or store is malformed, its digests do not match, or
     the image asked for is not there; the message names the file and digest."""
+
+
+def _subprocess_errors() -> dict[str, type]:
+    """TimeoutExpired and CalledProcessError, which extend subprocess's so
+    that code written for subprocess catches them.  Made on first use (PEP
+    562 __getattr__ below): importing subprocess costs ~5 ms, which run()
+    pays anyway but `isolate ps` and the other CLI verbs need not."""
+    import subprocess
+
+    class TimeoutExpired(IsolateError, subprocess.TimeoutExpired):
+        """The container outlived its timeout and was killed."""
+
+    class CalledProcessError(IsolateError, subprocess.CalledProcessError):
+        """run(check=True) saw a non-zero return code."""
+
+    for cls in (TimeoutExpired, CalledProcessError):
+        cls.__qualname__ = cls.__name__   # pickle finds them as isolate.errors.NAME
+    return {cls.__name__: cls for cls in (TimeoutExpired, CalledProcessError)}
+
+
+_making = _thread.allocate_lock()   # two threads must not make two classes of one name
+
+
+def __getattr__(name: str) -> type:
+    if name in ("TimeoutExpired", "CalledProcessError"):
+        with _making:
+            if name not in globals():
+                globals().update(_subprocess_errors())   # later lookups find them directly
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
