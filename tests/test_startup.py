@@ -30,7 +30,8 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 HEAVY = ("tarfile", "hashlib", "gzip", "secrets", "uuid",
          "isolate.images", "isolate.images.store", "isolate.images.archive",
          "isolate.layers.apply", "isolate.layers.write", "isolate.cli", "isolate.cli.main",
-         "isolate.cli.run", "isolate.cli.images", "isolate.named", "isolate.named.containers")
+         "isolate.cli.run", "isolate.cli.images", "isolate.cli.completion", "isolate.named",
+         "isolate.named.containers")
 
 #: What `import isolate` itself loads: the package and its lazy-export helper.
 IMPORT_ISOLATE = {"isolate", "isolate._util", "isolate._util.lazy"}

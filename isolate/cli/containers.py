@@ -4,7 +4,9 @@ recorded in the state directory (``--root``).
 Loaded only for these three subcommands.  isolate.named.containers, which
 loads the config and the spawn path, is imported inside kill and rm only:
 ``isolate ps`` reads the records (and, with -a, the exit files of stopped
-containers, isolate.named.exits) without it (tests/test_startup.py).
+containers, isolate.named.exits; for a running container with a cgroup,
+its freezer's state, isolate.named.cgroup) without it
+(tests/test_startup.py, tests/cli/test_cli_paused.py).
 """
 from __future__ import annotations
 
@@ -33,18 +35,27 @@ def cmd_ps(args: argparse.Namespace) -> int:
             from isolate.named import exits
             record = exits.settle(states, record)
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-        print(f"{printable(record.name):<20} {record.pid:>8} "
-              f"{status_text(record, running, now):<{_STATUS_WIDTH}} {created:<19} "
-              f"{printable(' '.join(record.argv))}")
+        status = status_text(record, running, running and _paused(record), now)
+        print(f"{printable(record.name):<20} {record.pid:>8} {status:<{_STATUS_WIDTH}} "
+              f"{created:<19} {printable(' '.join(record.argv))}")
     return 0
 
 
-def status_text(record: ContainerState, running: bool, now: float) -> str:
-    """docker's STATUS: "Up 3 minutes", "Exited (3) 2 minutes ago", or
-    "Exited (137)" / "Exited" when the time or the code is not known
-    (isolate.named.exits says when)."""
+def _paused(record: ContainerState) -> bool:
+    """Whether the running container of `record` is paused.  Only one with a
+    cgroup can be: the cgroup code is loaded for those alone."""
+    if not record.config.get("cgroups"):
+        return False
+    from isolate.named.cgroup import is_paused
+    return is_paused(record)
+
+
+def status_text(record: ContainerState, running: bool, paused: bool, now: float) -> str:
+    """docker's STATUS: "Up 3 minutes", "Up 3 minutes (Paused)", "Exited (3)
+    2 minutes ago", or "Exited (137)" / "Exited" when the time or the code
+    is not known (isolate.named.exits says when)."""
     if running:
-        return f"Up {duration(now - record.up_since)}"
+        return f"Up {duration(now - record.up_since)}{' (Paused)' if paused else ''}"
     text = "Exited" if record.exit_status is None else f"Exited ({record.exit_status})"
     if record.finished is not None:
         text += f" {duration(now - record.finished)} ago"

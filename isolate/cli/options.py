@@ -25,6 +25,26 @@ from typing import Any, Optional, Sequence
 # checks that the two agree.
 NAMESPACES = ("user", "mount", "pid", "uts", "ipc", "net", "cgroup", "time")
 
+# What an argument's values are, for the shell completion (isolate/cli/completion.py):
+# completes() notes them on the argparse action where the argument is defined.
+#: Named containers: any, the running ones, the stopped ones.
+CONTAINERS, RUNNING, STOPPED = "containers", "running", "stopped"
+#: The names of the stored images.
+IMAGES = "images"
+#: Host paths: any file, directories only.
+FILES, DIRECTORIES = "files", "directories"
+#: Signal names; programs on the PATH (the command after ``--``).
+SIGNALS, PROGRAMS = "signals", "programs"
+#: ``NAME:`` of a running container, for cp's NAME:PATH (the PATH inside is not listed).
+CONTAINER_PATHS = "container-paths"
+
+
+def completes(action: argparse.Action, *kinds: str) -> argparse.Action:
+    """Note on `action` what its values are, as the kinds above, for the
+    shell completion; return it.  An argument with choices needs none."""
+    action.completes = kinds
+    return action
+
 
 class MountSpec(tuple):
     """One mount a flag asked for: the tuple ``(kind, source, target)``,
@@ -246,11 +266,13 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     run's names where it has the option, isolate's older names beside them."""
     opt = run.add_argument
     opt("--hostname", metavar="NAME", help="hostname inside (default: isolate)")
-    opt("--rootfs", metavar="DIR", help="use DIR as the root (default: the host's /, read-only)")
-    opt("--image", metavar="IMAGE",
-        help="run on an image: an archive (docker save, podman save, OCI archive or layout "
-             "directory), imported into the store first, or the name or id of a stored image; "
-             "the command defaults to its Entrypoint and Cmd")
+    completes(opt("--rootfs", metavar="DIR",
+                  help="use DIR as the root (default: the host's /, read-only)"), DIRECTORIES)
+    completes(opt("--image", metavar="IMAGE",
+                  help="run on an image: an archive (docker save, podman save, OCI archive or "
+                       "layout directory), imported into the store first, or the name or id of "
+                       "a stored image; the command defaults to its Entrypoint and Cmd"),
+              IMAGES, FILES)
     opt("--entrypoint", metavar="CMD",
         help="with --image: run CMD instead of the image's Entrypoint, the arguments after -- "
              "following it (the image's Cmd is then not used; '' drops the Entrypoint and "
@@ -262,18 +284,21 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     root_mode.add_argument("--read-only", action="store_true",
                            help="make the root filesystem read-only, an image's too (a --rootfs "
                                 "directory and the host's / are by default)")
-    opt("-v", "--volume", dest="mounts", action="append", type=_volume,
-        metavar="SRC:DST[:ro|rw]",
-        help="bind the host path SRC at DST, read-write unless :ro (repeatable; SRC must be "
-             "absolute: docker's named volumes do not exist here), e.g. -v /srv/data:/data:ro")
+    completes(opt("-v", "--volume", dest="mounts", action="append", type=_volume,
+                  metavar="SRC:DST[:ro|rw]",
+                  help="bind the host path SRC at DST, read-write unless :ro (repeatable; SRC "
+                       "must be absolute: docker's named volumes do not exist here), e.g. "
+                       "-v /srv/data:/data:ro"), FILES)
     opt("--mount", dest="mounts", action="append", type=_mount, metavar="type=...,...",
         help="docker's long form (repeatable): type=bind,source=SRC,target=DST[,readonly] or "
              "type=tmpfs,target=DST[,tmpfs-size=SIZE][,tmpfs-mode=MODE], e.g. "
              "--mount type=tmpfs,dst=/cache,tmpfs-size=64m")
-    opt("--bind", dest="mounts", action="append", type=_bind_spec("--bind", readonly=True),
-        metavar="SRC[:DST[:ro]]", help="bind SRC read-only at DST (default: SRC) (repeatable)")
-    opt("--bind-rw", dest="mounts", action="append", type=_bind_spec("--bind-rw", readonly=False),
-        metavar="SRC[:DST[:rw]]", help="bind SRC read-write at DST (default: SRC) (repeatable)")
+    completes(opt("--bind", dest="mounts", action="append",
+                  type=_bind_spec("--bind", readonly=True), metavar="SRC[:DST[:ro]]",
+                  help="bind SRC read-only at DST (default: SRC) (repeatable)"), FILES)
+    completes(opt("--bind-rw", dest="mounts", action="append",
+                  type=_bind_spec("--bind-rw", readonly=False), metavar="SRC[:DST[:rw]]",
+                  help="bind SRC read-write at DST (default: SRC) (repeatable)"), FILES)
     opt("--tmpfs", dest="mounts", action="append", type=_tmpfs_spec,
         metavar="DST[:size=SIZE,mode=MODE]",
         help="mount a fresh tmpfs at DST (repeatable), e.g. --tmpfs /run:size=64m,mode=1777")
@@ -333,10 +358,10 @@ def _add_env_options(parser: argparse.ArgumentParser, otherwise: str) -> None:
         "-e", "--env", action="append", type=_env_item, default=[], metavar="KEY[=VALUE]",
         help=f"set an environment variable; KEY alone passes on your KEY, if you have one "
              f"(repeatable; {otherwise}), e.g. -e LANG=C.UTF-8 -e TERM")
-    parser.add_argument(
+    completes(parser.add_argument(
         "--env-file", action="append", default=[], metavar="FILE",
         help="set the variables FILE lists: KEY=VALUE lines (the value as written, no quotes "
-             "removed), KEY alone as -e KEY, # comments (repeatable; -e wins)")
+             "removed), KEY alone as -e KEY, # comments (repeatable; -e wins)"), FILES)
 
 
 def _add_terminal_options(parser: argparse.ArgumentParser) -> None:
@@ -353,14 +378,14 @@ def _add_terminal_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_command(parser: argparse.ArgumentParser, nargs: str = argparse.REMAINDER) -> None:
     """The ``-- CMD [ARG...]`` positional that ends run's and exec's options."""
-    parser.add_argument("command", nargs=nargs, metavar="-- CMD [ARG...]",
-                        help="the command to run and its arguments")
+    completes(parser.add_argument("command", nargs=nargs, metavar="-- CMD [ARG...]",
+                                  help="the command to run and its arguments"), PROGRAMS)
 
 
 def add_exec_options(exec_: argparse.ArgumentParser) -> None:
     """The arguments of ``isolate exec NAME [options] -- CMD [ARG...]``."""
     opt = exec_.add_argument
-    opt("name", help="the container's name")
+    completes(opt("name", help="the container's name"), RUNNING)
     _add_env_options(exec_, "on top of the container's")
     opt("-w", "--workdir", "--cwd", dest="cwd", metavar="DIR",
         help="working directory (default: the container's)")

@@ -40,7 +40,7 @@ from isolate.images.archive import host_architecture
 from isolate.images.ref import parse_reference
 from isolate.images.store import Image, ImageStore
 from isolate.named import changes, inside, rootfs
-from isolate.named.containers import cgroup_directories
+from isolate.named.cgroup import cgroup_directories
 from isolate.named.state import RUNNING, ContainerState, StateDir, StateError
 from isolate.overlay import Overlay
 

@@ -30,6 +30,7 @@ from isolate.named import exits, layer_leases
 from isolate._spawn.stdio import DEVNULL
 from isolate.config import Config
 from isolate.container import CompletedProcess, Container, exec_in
+from isolate.named.cgroup import cgroup_directories, thaw
 from isolate.named.state import (RUNNING, ContainerNotFound, ContainerState, StateDir, StateError,
                                  exec_fields, start_fields)
 
@@ -122,14 +123,15 @@ def exec_named(states: StateDir, name: str, args: Sequence[str],
 
 
 def kill_named(states: StateDir, name: str, sig: int = signal.SIGKILL) -> None:
-    """Send `sig` to the PID 1 of the running container `name`.
+    """Send `sig` to the PID 1 of the running container `name`; a paused
+    container is thawed after it (_signal says why).
 
     After SIGKILL, which leaves its init no time to record the exit, waits
     (at most KILL_GRACE seconds) for PID 1 to be gone and records -9 itself.
     """
     with _pinned(states, name) as (record, pidfd):
         try:
-            syscalls.pidfd_send_signal(pidfd, sig)
+            _signal(record, pidfd, sig)
         except ProcessLookupError:   # it exited since _pinned looked
             raise StateError(f"container {name!r} is not running") from None
         gone = sig == signal.SIGKILL and exits.wait_for_exit(pidfd, KILL_GRACE)
@@ -139,9 +141,10 @@ def kill_named(states: StateDir, name: str, sig: int = signal.SIGKILL) -> None:
 
 def stop_named(states: StateDir, name: str, timeout: float = STOP_TIMEOUT) -> ContainerState:
     """Stop the container `name`: SIGTERM to its PID 1 (the init passes it
-    on to the workload), SIGKILL if it still runs `timeout` seconds later.
-    Returns its record, exit recorded.  A container already stopped is
-    left as it is."""
+    on to the workload), SIGKILL if it still runs `timeout` seconds later;
+    a paused container is thawed after each (_signal says why).  Returns
+    its record, exit recorded.  A container already stopped is left as it
+    is."""
     record = states.load(name)
     try:
         pidfd = syscalls.pidfd_open(record.pid)
@@ -150,10 +153,10 @@ def stop_named(states: StateDir, name: str, timeout: float = STOP_TIMEOUT) -> Co
     try:
         if record.status() != RUNNING:   # checked after the open: see _pinned
             return exits.settle(states, record)
-        syscalls.pidfd_send_signal(pidfd, signal.SIGTERM)
+        _signal(record, pidfd, signal.SIGTERM)
         if exits.wait_for_exit(pidfd, timeout):
             return exits.settle(states, record)
-        syscalls.pidfd_send_signal(pidfd, signal.SIGKILL)
+        _signal(record, pidfd, signal.SIGKILL)
         if not exits.wait_for_exit(pidfd, KILL_GRACE):
             raise StateError(f"container {name!r} (pid {record.pid}) is still there {KILL_GRACE:g} s "
                              f"after SIGKILL")
@@ -162,6 +165,16 @@ def stop_named(states: StateDir, name: str, timeout: float = STOP_TIMEOUT) -> Co
     finally:
         os.close(pidfd)
     return exits.settle(states, record, sent=signal.SIGKILL)
+
+
+def _signal(record: ContainerState, pidfd: int, sig: int) -> None:
+    """Send `sig` to the container's PID 1 through `pidfd`, then thaw the
+    container if it is paused, as docker kills and stops a paused one (for
+    any signal: isolate has no STOPSIGNAL, the case in which docker thaws
+    after every signal).  The signal goes first, so that no process of the
+    container runs again before it is pending."""
+    syscalls.pidfd_send_signal(pidfd, sig)
+    thaw(record)
 
 
 def start_named(states: StateDir, name: str, auto_remove: bool | None = None) -> ContainerState:
@@ -282,18 +295,6 @@ def running(states: StateDir, name: str) -> ContainerState:
 def _check_free(states: StateDir, name: str) -> None:
     if name in states and states.load(name).status() == RUNNING:
         raise StateError(f"a container named {name!r} is already running")
-
-
-def cgroup_directories(record: ContainerState) -> list[str]:
-    """The cgroup directories of a record, checked to be isolate's own: each
-    an `isolate-PID-N` directory below /sys/fs/cgroup, so a record can never
-    make exec or rm act on another cgroup (the host's, a service's)."""
-    directories = record.config.get("cgroups", [])
-    for directory in directories:
-        if not isinstance(directory, str) or not interface.is_own(directory):
-            raise StateError(f"container {record.name!r}: its record names {directory!r} as its "
-                             f"cgroup, which is not a cgroup isolate made")
-    return list(directories)
 
 
 def _remove_cgroup(directories: list[str]) -> None:

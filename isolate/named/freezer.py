@@ -6,15 +6,19 @@ is thawed.
 Only a container started with limits has a cgroup (its record keeps the
 directories); one without cannot be paused, and the error says how to
 get one.  A paused container still reads "running" in its record (its
-processes live), and is shown as paused (inspect's State.Paused).
+processes live), and is shown as paused (isolate.named.cgroup.is_paused:
+inspect's State.Paused, "Up 3 minutes (Paused)" in ps).  A signal sent to
+it through kill_named or stop_named thaws it, as docker's kill and stop do
+(isolate.named.containers).
 """
 from __future__ import annotations
 
 from isolate.cgroups import interface
-from isolate.named.containers import cgroup_directories, running
+from isolate.named.cgroup import cgroup_directories
+from isolate.named.containers import running
 from isolate.named.state import ContainerState, StateDir, StateError
 
-__all__ = ["NO_CGROUP", "is_paused", "pause_named", "unpause_named"]
+__all__ = ["NO_CGROUP", "pause_named", "unpause_named"]
 
 #: Why a container without a cgroup cannot be paused or measured, and what to do.
 NO_CGROUP = ("it was started without limits, so it has no cgroup; start it with a limit "
@@ -37,12 +41,6 @@ def unpause_named(states: StateDir, name: str) -> None:
     if not interface.frozen(directories):
         raise StateError(f"container {name!r} is not paused")
     interface.from_directories(directories).thaw()
-
-
-def is_paused(record: ContainerState) -> bool:
-    """Whether the container of `record` has a cgroup, and it is frozen."""
-    directories = cgroup_directories(record)
-    return bool(directories) and interface.frozen(directories)
 
 
 def _directories(record: ContainerState, verb: str) -> list[str]:

@@ -28,8 +28,7 @@ from isolate.cgroups import interface
 from isolate.cgroups.limits import CgroupLimit
 from isolate.config import DEFAULT_HOSTNAME
 from isolate.named import exits, rootfs
-from isolate.named.containers import cgroup_directories
-from isolate.named.freezer import is_paused
+from isolate.named.cgroup import cgroup_directories, is_paused
 from isolate.named.state import RUNNING, ContainerState, StateDir
 
 if TYPE_CHECKING:

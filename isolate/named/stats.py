@@ -23,7 +23,7 @@ from isolate.cgroups import files, interface
 from isolate.cgroups.stats import Stats
 from isolate.cgroups.v1 import CgroupV1
 from isolate.cgroups.v2 import CgroupV2
-from isolate.named.containers import cgroup_directories
+from isolate.named.cgroup import cgroup_directories
 from isolate.named.state import RUNNING, StateDir
 
 __all__ = ["Sample", "cpu_percent", "host_memory", "sample"]

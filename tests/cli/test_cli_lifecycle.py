@@ -230,7 +230,7 @@ def test_the_other_names_still_get_their_turn(root: Path) -> None:
     (["stop", "-t", "-1", "web"], "-t/--time"), (["stop", "-t", "soon", "web"], "-t/--time"),
     (["restart", "--time", "nan", "web"], "-t/--time"), (["restart", "-t", "inf", "web"], "-t/--time"),
     (["logs", "--tail", "-3", "web"], "--tail"), (["logs", "--tail", "x", "web"], "--tail"),
-    (["wait"], "NAME"), (["stop"], "NAME"), (["start"], "NAME"), (["logs"], "name"),
+    (["wait"], "NAME"), (["stop"], "NAME"), (["start"], "NAME"), (["logs"], "NAME"),
 ])
 def test_bad_arguments_name_the_flag(root: Path, args: list[str], flag: str) -> None:
     r = cli(root, *args)

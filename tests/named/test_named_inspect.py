@@ -1,6 +1,6 @@
 """Inspecting named containers and moving files and images out of them, from
-Python: isolate.named.inspect, .stats, .processes, .freezer, .copy and
-.commit, on real detached containers with real cgroups.
+Python: isolate.named.inspect, .stats, .processes, .freezer (and .cgroup),
+.copy and .commit, on real detached containers with real cgroups.
 
 The containers run on a busybox image built by tests/image_builder.py and
 are started in a forked child (as `isolate run -d` starts them from a
@@ -25,7 +25,8 @@ import isolate
 from isolate._spawn import syscalls
 from isolate.cgroups import interface
 from isolate.errors import ConfigError, IsolateError
-from isolate.named import commit, containers as named, copy, freezer, inspect, processes, stats
+from isolate.named import (cgroup, commit, containers as named, copy, freezer, inspect, processes,
+                           stats)
 from isolate.named.state import RUNNING, STOPPED, StateDir, StateError
 from isolate.security import idmaps
 
@@ -51,14 +52,12 @@ def image(tmp_path: Path) -> tuple[isolate.ImageStore, isolate.Image]:
 
 @pytest.fixture
 def states(tmp_path: Path):
-    """A state directory; its containers are thawed and removed after the test."""
+    """A state directory; its containers are removed after the test (a
+    paused one too: remove_named thaws it after its SIGKILL)."""
     require(os.geteuid() == 0, "cgroups (pause, stats) need root here")
     states = StateDir(tmp_path / "state")
     yield states
     for record in states.list():
-        # A frozen cgroup v1 task dies of SIGKILL only once thawed.
-        if freezer.is_paused(record):
-            interface.from_directories(named.cgroup_directories(record)).thaw()
         named.remove_named(states, record.name, force=True)
 
 
@@ -188,9 +187,9 @@ def test_pause_freezes_the_container_and_unpause_thaws_it(states, image) -> None
     _, app = image
     start(states, "busy", ["sh", "-c", "while :; do :; done"], rootfs=app,
           limits=isolate.CgroupLimit(cpu=0.2))
-    directories = named.cgroup_directories(states.load("busy"))
+    directories = cgroup.cgroup_directories(states.load("busy"))
     freezer.pause_named(states, "busy")
-    assert interface.frozen(directories) and freezer.is_paused(states.load("busy"))
+    assert interface.frozen(directories) and cgroup.is_paused(states.load("busy"))
     assert inspect.inspect(states, "busy")["State"]["Status"] == "paused"
     frozen_at = cpu_used(states, "busy")
     with pytest.raises(IsolateError, match="frozen"):
@@ -203,6 +202,20 @@ def test_pause_freezes_the_container_and_unpause_thaws_it(states, image) -> None
     assert wait_until(lambda: cpu_used(states, "busy") > frozen_at)
     with pytest.raises(StateError, match="not paused"):
         freezer.unpause_named(states, "busy")
+
+
+def test_signals_reach_a_paused_container(states) -> None:
+    """kill_named and stop_named thaw a paused container after their
+    signal, as docker does: SIGTERM ends it (stop did not need SIGKILL),
+    and SIGKILL too, which on cgroup v1 would wait for a thaw otherwise."""
+    for name in ("term", "kill"):
+        start(states, name, ["sleep", unique_sleep_arg()], limits=LIMITS)
+        freezer.pause_named(states, name)
+    assert named.stop_named(states, "term", timeout=RUN_TIMEOUT).exit_code == -signal.SIGTERM
+    named.kill_named(states, "kill")
+    record = states.load("kill")
+    assert (record.status(), record.exit_code) == (STOPPED, -signal.SIGKILL)
+    assert not any(cgroup.is_paused(states.load(name)) for name in ("term", "kill"))
 
 
 def test_pause_without_a_cgroup_says_how_to_get_one(states) -> None:
@@ -348,7 +361,7 @@ def test_commit_makes_an_image_that_runs_with_the_changes(states, image) -> None
     assert made.diff_ids[:-1] == app.diff_ids and len(made.layers) == 3
     assert (made.cmd, made.cwd) == (["busybox", "sleep", "1000"], "/app")
     assert made.env["ADDED"] == "yes" and made.env["IMAGE"] == "app"
-    assert not freezer.is_paused(states.load("c"))   # paused meanwhile, thawed after
+    assert not cgroup.is_paused(states.load("c"))   # paused meanwhile, thawed after
     r = isolate.run(["sh", "-c", "cat /app/data /new/dir/file; ls /etc; echo $ADDED"],
                     rootfs=made, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert r.returncode == 0, r.stderr
