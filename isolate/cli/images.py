@@ -113,12 +113,19 @@ def cmd_image_inspect(args: argparse.Namespace) -> int:
     as docker image inspect prints it; then an error for each name that
     finds none (or several), the last raised (exit status 125)."""
     store = open_store(args)
+    return print_inspected(args.names, lambda name: inspect_image(store.get(name)), ImageError)
+
+
+def print_inspected(names: Sequence[str], inspect_one: Callable[[str], dict[str, Any]],
+                    failure: type[Exception]) -> int:
+    """docker's `inspect`: one JSON array of what was found, then an error
+    line for each name that failed (the last one raised, for the exit status)."""
     found: list[dict[str, Any]] = []
-    failed: list[ImageError] = []
-    for name in args.names:
+    failed: list[Exception] = []
+    for name in names:
         try:
-            found.append(inspect_image(store.get(name)))
-        except ImageError as exc:
+            found.append(inspect_one(name))
+        except failure as exc:
             failed.append(exc)
     print(json_text(found))
     for exc in failed[:-1]:

@@ -9,12 +9,12 @@ through printable().
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from typing import Callable
 
 # The image commands' docker-style JSON and table layout, shared by every listing.
-from isolate.cli.images import json_text
+from isolate.cli.images import print_inspected
 from isolate.cli.output import print_table
-from isolate.cli.output import error, printable
+from isolate.cli.output import printable
 from isolate.errors import IsolateError
 from isolate.named.state import StateDir
 
@@ -25,19 +25,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     the last raised (exit status 125)."""
     from isolate.named.inspect import inspect
     states = StateDir(args.root)
-    found: list[dict[str, Any]] = []
-    failed: list[IsolateError] = []
-    for name in args.names:
-        try:
-            found.append(inspect(states, name))
-        except IsolateError as exc:
-            failed.append(exc)
-    print(json_text(found))
-    for exc in failed[:-1]:
-        error(exc)
-    if failed:
-        raise failed[-1]
-    return 0
+    return print_inspected(args.names, lambda name: inspect(states, name), IsolateError)
 
 
 def cmd_top(args: argparse.Namespace) -> int:
